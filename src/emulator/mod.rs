@@ -1,0 +1,1 @@
+//! The built-in emulator of the REST API.
