@@ -1,1 +1,124 @@
-fn main() {}
+//! The binary: parse the configuration, set up logging, start the emulator when no upstream
+//! is configured, serve until SIGTERM or SIGINT, then drain.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use commenda_sync_gateway::config::{Cli, Command, EmulatorArgs, LogFormat};
+use commenda_sync_gateway::emulator::{self, Emulator};
+use commenda_sync_gateway::server;
+use commenda_sync_gateway::upstream::ApiKey;
+use tokio::net::TcpListener;
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+
+    let result = match cli.command {
+        Some(Command::Emulator { listen, emulator }) => run_emulator(listen, &emulator).await,
+        None => run_gateway(cli.gateway).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            error!(error = %format!("{error:#}"), "exiting");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run_gateway(args: commenda_sync_gateway::config::GatewayArgs) -> anyhow::Result<()> {
+    let (upstream_url, emulator) = match &args.upstream_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let emulator = Emulator::start(emulator_config(&args.emulator)).await?;
+            info!(url = %emulator.base_url(), "no upstream configured; serving the built-in emulator");
+            (emulator.base_url(), Some(emulator))
+        }
+    };
+
+    let mut settings = args.settings(upstream_url.clone())?;
+    if emulator.is_some() && settings.default_key.is_none() {
+        settings.default_key = Some(ApiKey::parse(emulator::DEMO_API_KEY)?);
+    }
+    let listener = TcpListener::bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    announce(addr, &upstream_url, emulator.is_some());
+
+    server::serve(listener, settings, shutdown_signal()).await?;
+    if let Some(emulator) = emulator {
+        emulator.shutdown().await;
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn run_emulator(listen: std::net::SocketAddr, args: &EmulatorArgs) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen).await?;
+    let emulator = Emulator::serve(emulator_config(args), listener).await?;
+    info!(url = %emulator.base_url(), "emulator serving");
+    announce(emulator.addr(), &emulator.base_url(), true);
+    shutdown_signal().await;
+    emulator.shutdown().await;
+    Ok(())
+}
+
+/// Prints one JSON line on stdout once the server is bound, so scripts and tests can read
+/// the address of a server started on port 0 without parsing logs.
+fn announce(addr: std::net::SocketAddr, upstream: &str, emulator: bool) {
+    let line = serde_json::json!({
+        "event": "serving",
+        "listen": addr.to_string(),
+        "upstream": upstream,
+        "emulator": emulator,
+    });
+    println!("{line}");
+}
+
+fn emulator_config(args: &EmulatorArgs) -> emulator::EmulatorConfig {
+    emulator::EmulatorConfig::default()
+        .with_seed(args.emulator_seed)
+        .with_job_duration(std::time::Duration::from_millis(
+            args.emulator_job_duration_ms,
+        ))
+        .with_rate_limit_per_minute(args.emulator_rate_limit)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    info!("shutdown signal received");
+}
