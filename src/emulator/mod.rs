@@ -8,7 +8,8 @@
 //! The modules, one concern each: `config` (settings and demo tenants), `catalog`
 //! (vocabularies), `clock` (emulator time), `sim` (how jobs progress), `state` (tenancy,
 //! companies, syncs), `views` (JSON shapes), `routes` (the `/v4` handlers), `errors` (the
-//! error envelope) and `counters` (what was served).
+//! error envelope), `rate_limit` (per-key token buckets and their headers), `faults` (what
+//! tests inject) and `counters` (what was served).
 
 // The HTTP server that uses these modules comes next; until then much is unused.
 #![allow(dead_code)]
@@ -18,6 +19,8 @@ mod clock;
 mod config;
 mod counters;
 mod errors;
+mod faults;
+mod rate_limit;
 mod routes;
 mod sim;
 mod state;
@@ -30,6 +33,7 @@ pub use config::{
     RateLimitConfig,
 };
 pub use counters::{CounterEntry, CounterSnapshot, RecordedRequest, key_fingerprint};
+pub use faults::{Fault, FaultKind};
 pub use routes::{Route, UnknownRoute};
 
 /// Locks a mutex, carrying on if another thread panicked while holding it: every critical
