@@ -89,13 +89,22 @@ fn announce(addr: std::net::SocketAddr, upstream: &str, emulator: bool) {
     println!("{line}");
 }
 
+/// The emulator's production-like defaults, adjusted by the flags: jitter and start delay
+/// scale with the job duration so that short runs stay short.
 fn emulator_config(args: &EmulatorArgs) -> emulator::EmulatorConfig {
-    emulator::EmulatorConfig::default()
-        .with_seed(args.emulator_seed)
-        .with_job_duration(std::time::Duration::from_millis(
-            args.emulator_job_duration_ms,
-        ))
-        .with_rate_limit_per_minute(args.emulator_rate_limit)
+    let duration = std::time::Duration::from_millis(args.emulator_job_duration_ms);
+    let mut config = emulator::EmulatorConfig {
+        seed: args.emulator_seed,
+        ..Default::default()
+    };
+    config.timing.duration = duration;
+    config.timing.jitter = duration / 4;
+    config.timing.start_delay = duration / 8;
+    config.rate_limit = (args.emulator_rate_limit > 0).then(|| emulator::RateLimitConfig {
+        per_minute: args.emulator_rate_limit,
+        burst: args.emulator_rate_limit.saturating_mul(2),
+    });
+    config
 }
 
 /// Resolves on SIGTERM or SIGINT.

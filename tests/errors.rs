@@ -5,9 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, with_key};
 use commenda_sync_gateway::emulator::{Fault, FaultKind, OTHER_API_KEY, Route};
 use commenda_sync_gateway::pb::v1 as pb;
+use common::{Harness, with_key};
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
@@ -19,16 +19,33 @@ fn get_sync(id: &str) -> pb::GetSyncRequest {
 
 /// A sync id that exists: the newest seeded sync of company 496.
 async fn existing_sync(harness: &Harness) -> pb::Sync {
-    let list = pb::ListSyncsRequest { company_id: SEEDED_COMPANY, ..Default::default() };
-    let page = harness.syncs().list_syncs(list).await.expect("list").into_inner();
-    page.syncs.into_iter().next().expect("company 496 has seeded syncs")
+    let list = pb::ListSyncsRequest {
+        company_id: SEEDED_COMPANY,
+        ..Default::default()
+    };
+    let page = harness
+        .syncs()
+        .list_syncs(list)
+        .await
+        .expect("list")
+        .into_inner();
+    page.syncs
+        .into_iter()
+        .next()
+        .expect("company 496 has seeded syncs")
 }
 
 /// Forces one fault on GetSync and returns the status the gateway answered with.
 async fn get_sync_with(harness: &Harness, kind: FaultKind) -> Status {
     let sync = existing_sync(harness).await;
-    harness.emulator.inject(Fault::on(Route::GetSync, kind).times(1));
-    harness.syncs().get_sync(get_sync(&sync.id)).await.expect_err("fault answers an error")
+    harness
+        .emulator
+        .inject(Fault::on(Route::GetSync, kind).times(1));
+    harness
+        .syncs()
+        .get_sync(get_sync(&sync.id))
+        .await
+        .expect_err("fault answers an error")
 }
 
 /// The checks every upstream error shares: code, ErrorInfo reason and domain, and the
@@ -38,13 +55,23 @@ fn assert_upstream_error(status: &Status, code: Code, reason: &str, http: Option
     let info = status.get_details_error_info().expect("ErrorInfo");
     assert_eq!(info.reason, reason);
     assert_eq!(info.domain, "sync.commenda.io");
-    assert_eq!(info.metadata.get("http_status").map(String::as_str), http.map(|h| h.to_string()).as_deref());
+    assert_eq!(
+        info.metadata.get("http_status").map(String::as_str),
+        http.map(|h| h.to_string()).as_deref()
+    );
     if http.is_some() {
-        let request_id = info.metadata.get("upstream_request_id").expect("upstream request id");
+        let request_id = info
+            .metadata
+            .get("upstream_request_id")
+            .expect("upstream request id");
         let request_info = status.get_details_request_info().expect("RequestInfo");
         assert_eq!(&request_info.request_id, request_id);
     }
-    assert!(!status.message().contains('{'), "raw body leaked: {}", status.message());
+    assert!(
+        !status.message().contains('{'),
+        "raw body leaked: {}",
+        status.message()
+    );
 }
 
 #[tokio::test]
@@ -52,7 +79,12 @@ async fn upstream_400_and_422_are_invalid_argument() {
     let harness = Harness::start().await;
     for http in [400, 422] {
         let status = get_sync_with(&harness, FaultKind::status(http)).await;
-        assert_upstream_error(&status, Code::InvalidArgument, "UPSTREAM_INVALID_ARGUMENT", Some(http));
+        assert_upstream_error(
+            &status,
+            Code::InvalidArgument,
+            "UPSTREAM_INVALID_ARGUMENT",
+            Some(http),
+        );
     }
 }
 
@@ -62,20 +94,40 @@ async fn upstream_400_naming_fields_carries_bad_request() {
     let body = r#"{"error":{"status_code":400,"message":"invalid limit","request_id":"r-1",
         "timestamp":"2026-01-01T00:00:00Z","platform_error":null,
         "fields":[{"field":"limit","message":"must be at most 100"}]}}"#;
-    let kind = FaultKind::Status { code: 400, retry_after: None, body: Some(body.into()) };
+    let kind = FaultKind::Status {
+        code: 400,
+        retry_after: None,
+        body: Some(body.into()),
+    };
     let status = get_sync_with(&harness, kind).await;
-    assert_upstream_error(&status, Code::InvalidArgument, "UPSTREAM_INVALID_ARGUMENT", Some(400));
+    assert_upstream_error(
+        &status,
+        Code::InvalidArgument,
+        "UPSTREAM_INVALID_ARGUMENT",
+        Some(400),
+    );
     let bad_request = status.get_details_bad_request().expect("BadRequest");
     assert_eq!(bad_request.field_violations[0].field, "limit");
-    assert_eq!(bad_request.field_violations[0].description, "must be at most 100");
+    assert_eq!(
+        bad_request.field_violations[0].description,
+        "must be at most 100"
+    );
 }
 
 #[tokio::test]
 async fn unknown_caller_key_is_unauthenticated() {
     let harness = Harness::start().await;
-    let refused = harness.syncs().get_sync(with_key(get_sync("abc"), "not-a-real-key")).await;
+    let refused = harness
+        .syncs()
+        .get_sync(with_key(get_sync("abc"), "not-a-real-key"))
+        .await;
     let status = refused.expect_err("unknown key");
-    assert_upstream_error(&status, Code::Unauthenticated, "API_KEY_REJECTED", Some(401));
+    assert_upstream_error(
+        &status,
+        Code::Unauthenticated,
+        "API_KEY_REJECTED",
+        Some(401),
+    );
     assert!(!status.message().contains("not-a-real-key"));
 }
 
@@ -83,30 +135,56 @@ async fn unknown_caller_key_is_unauthenticated() {
 async fn rejected_default_key_is_unavailable_not_the_callers_fault() {
     let harness = Harness::start().await;
     let status = get_sync_with(&harness, FaultKind::status(401)).await;
-    assert_upstream_error(&status, Code::Unavailable, "GATEWAY_CREDENTIAL_REJECTED", Some(401));
+    assert_upstream_error(
+        &status,
+        Code::Unavailable,
+        "GATEWAY_CREDENTIAL_REJECTED",
+        Some(401),
+    );
 }
 
 #[tokio::test]
 async fn upstream_403_is_permission_denied() {
     let harness = Harness::start().await;
     let sync = existing_sync(&harness).await;
-    harness.emulator.inject(Fault::on(Route::GetSync, FaultKind::status(403)).times(1));
-    let request = with_key(get_sync(&sync.id), commenda_sync_gateway::emulator::DEMO_API_KEY);
+    harness
+        .emulator
+        .inject(Fault::on(Route::GetSync, FaultKind::status(403)).times(1));
+    let request = with_key(
+        get_sync(&sync.id),
+        commenda_sync_gateway::emulator::DEMO_API_KEY,
+    );
     let status = harness.syncs().get_sync(request).await.expect_err("403");
-    assert_upstream_error(&status, Code::PermissionDenied, "PERMISSION_DENIED", Some(403));
+    assert_upstream_error(
+        &status,
+        Code::PermissionDenied,
+        "PERMISSION_DENIED",
+        Some(403),
+    );
 }
 
 #[tokio::test]
 async fn unknown_or_foreign_sync_is_not_found_with_resource_info() {
     let harness = Harness::start().await;
     let sync = existing_sync(&harness).await;
-    let requests = [Request::new(get_sync("no-such-sync")), with_key(get_sync(&sync.id), OTHER_API_KEY)];
+    let requests = [
+        Request::new(get_sync("no-such-sync")),
+        with_key(get_sync(&sync.id), OTHER_API_KEY),
+    ];
     for request in requests {
-        let status = harness.syncs().get_sync(request).await.expect_err("not found");
+        let status = harness
+            .syncs()
+            .get_sync(request)
+            .await
+            .expect_err("not found");
         assert_upstream_error(&status, Code::NotFound, "RESOURCE_NOT_FOUND", Some(404));
         let resource = status.get_details_resource_info().expect("ResourceInfo");
         assert_eq!(resource.resource_type, "commenda.sync.v1.Sync");
-        assert!(status.message().starts_with("sync "), "{}", status.message());
+        assert!(
+            status.message().starts_with("sync "),
+            "{}",
+            status.message()
+        );
     }
 }
 
@@ -114,16 +192,31 @@ async fn unknown_or_foreign_sync_is_not_found_with_resource_info() {
 async fn cancelling_a_finished_sync_is_failed_precondition() {
     let harness = Harness::start().await;
     let sync = existing_sync(&harness).await;
-    assert_ne!(sync.status(), pb::SyncStatus::Running, "seeded syncs are finished");
-    let refused = harness.syncs().cancel_sync(pb::CancelSyncRequest { sync_id: sync.id }).await;
+    assert_ne!(
+        sync.status(),
+        pb::SyncStatus::Running,
+        "seeded syncs are finished"
+    );
+    let refused = harness
+        .syncs()
+        .cancel_sync(pb::CancelSyncRequest { sync_id: sync.id })
+        .await;
     let status = refused.expect_err("finished");
-    assert_upstream_error(&status, Code::FailedPrecondition, "SYNC_STATE_CONFLICT", Some(409));
+    assert_upstream_error(
+        &status,
+        Code::FailedPrecondition,
+        "SYNC_STATE_CONFLICT",
+        Some(409),
+    );
 }
 
 #[tokio::test]
 async fn conflict_on_a_config_write_is_aborted() {
     let harness = Harness::start().await;
-    harness.emulator.inject(Fault::on(Route::UpdateCompanySyncConfig, FaultKind::status(409)));
+    harness.emulator.inject(Fault::on(
+        Route::UpdateCompanySyncConfig,
+        FaultKind::status(409),
+    ));
     let config = pb::WriteSyncConfig {
         data_model: "ACCOUNT".into(),
         category: pb::IntegrationCategory::Accounting.into(),
@@ -132,17 +225,33 @@ async fn conflict_on_a_config_write_is_aborted() {
         interval: 1,
         ..Default::default()
     };
-    let request = pb::UpdateCompanySyncConfigRequest { company_id: SEEDED_COMPANY, configs: vec![config] };
-    let status = harness.configs().update_company_sync_config(request).await.expect_err("409");
+    let request = pb::UpdateCompanySyncConfigRequest {
+        company_id: SEEDED_COMPANY,
+        configs: vec![config],
+    };
+    let status = harness
+        .configs()
+        .update_company_sync_config(request)
+        .await
+        .expect_err("409");
     assert_upstream_error(&status, Code::Aborted, "CONCURRENT_MODIFICATION", Some(409));
 }
 
 #[tokio::test]
 async fn rate_limited_is_resource_exhausted_with_retry_info() {
     let harness = Harness::start().await;
-    let kind = FaultKind::Status { code: 429, retry_after: Some(17), body: None };
+    let kind = FaultKind::Status {
+        code: 429,
+        retry_after: Some(17),
+        body: None,
+    };
     let status = get_sync_with(&harness, kind).await;
-    assert_upstream_error(&status, Code::ResourceExhausted, "UPSTREAM_RATE_LIMITED", Some(429));
+    assert_upstream_error(
+        &status,
+        Code::ResourceExhausted,
+        "UPSTREAM_RATE_LIMITED",
+        Some(429),
+    );
     let retry = status.get_details_retry_info().expect("RetryInfo");
     assert_eq!(retry.retry_delay, Some(Duration::from_secs(17)));
 }
@@ -151,9 +260,19 @@ async fn rate_limited_is_resource_exhausted_with_retry_info() {
 async fn upstream_500_is_internal_and_501_unimplemented() {
     let harness = Harness::start().await;
     let status = get_sync_with(&harness, FaultKind::status(500)).await;
-    assert_upstream_error(&status, Code::Internal, "UPSTREAM_INTERNAL_ERROR", Some(500));
+    assert_upstream_error(
+        &status,
+        Code::Internal,
+        "UPSTREAM_INTERNAL_ERROR",
+        Some(500),
+    );
     let status = get_sync_with(&harness, FaultKind::status(501)).await;
-    assert_upstream_error(&status, Code::Unimplemented, "UPSTREAM_UNIMPLEMENTED", Some(501));
+    assert_upstream_error(
+        &status,
+        Code::Unimplemented,
+        "UPSTREAM_UNIMPLEMENTED",
+        Some(501),
+    );
 }
 
 #[tokio::test]
@@ -161,9 +280,18 @@ async fn gateway_errors_5xx_are_unavailable() {
     let harness = Harness::start().await;
     for http in [502, 503, 504] {
         let status = get_sync_with(&harness, FaultKind::status(http)).await;
-        assert_upstream_error(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE", Some(http));
+        assert_upstream_error(
+            &status,
+            Code::Unavailable,
+            "UPSTREAM_UNAVAILABLE",
+            Some(http),
+        );
     }
-    let kind = FaultKind::Status { code: 503, retry_after: Some(3), body: None };
+    let kind = FaultKind::Status {
+        code: 503,
+        retry_after: Some(3),
+        body: None,
+    };
     let status = get_sync_with(&harness, kind).await;
     let retry = status.get_details_retry_info().expect("RetryInfo");
     assert_eq!(retry.retry_delay, Some(Duration::from_secs(3)));
@@ -181,11 +309,18 @@ async fn unreachable_upstream_is_unavailable() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let closed = listener.local_addr().expect("addr");
     drop(listener);
-    let harness = Harness::with(commenda_sync_gateway::emulator::EmulatorConfig::for_tests(), |s| {
-        s.upstream_url = format!("http://{closed}/v4");
-    })
+    let harness = Harness::with(
+        commenda_sync_gateway::emulator::EmulatorConfig::for_tests(),
+        |s| {
+            s.upstream_url = format!("http://{closed}/v4");
+        },
+    )
     .await;
-    let status = harness.syncs().get_sync(get_sync("abc")).await.expect_err("refused");
+    let status = harness
+        .syncs()
+        .get_sync(get_sync("abc"))
+        .await
+        .expect_err("refused");
     assert_upstream_error(&status, Code::Unavailable, "UPSTREAM_UNREACHABLE", None);
 }
 
@@ -193,28 +328,51 @@ async fn unreachable_upstream_is_unavailable() {
 async fn upstream_slower_than_the_deadline_is_deadline_exceeded() {
     let harness = Harness::start().await;
     let sync = existing_sync(&harness).await;
-    harness.emulator.inject(Fault::on(Route::GetSync, FaultKind::Delay(Duration::from_secs(3))));
+    harness.emulator.inject(Fault::on(
+        Route::GetSync,
+        FaultKind::Delay(Duration::from_secs(3)),
+    ));
     let mut request = Request::new(get_sync(&sync.id));
     request.set_timeout(Duration::from_millis(300));
-    let status = harness.syncs().get_sync(request).await.expect_err("too slow");
-    assert_upstream_error(&status, Code::DeadlineExceeded, "UPSTREAM_DEADLINE_EXCEEDED", None);
+    let status = harness
+        .syncs()
+        .get_sync(request)
+        .await
+        .expect_err("too slow");
+    assert_upstream_error(
+        &status,
+        Code::DeadlineExceeded,
+        "UPSTREAM_DEADLINE_EXCEEDED",
+        None,
+    );
 }
 
 #[tokio::test]
 async fn undecodable_success_bodies_are_internal() {
     let harness = Harness::start().await;
-    for kind in [FaultKind::Malformed, FaultKind::Truncated, FaultKind::MissingData] {
+    for kind in [
+        FaultKind::Malformed,
+        FaultKind::Truncated,
+        FaultKind::MissingData,
+    ] {
         let status = get_sync_with(&harness, kind.clone()).await;
         assert_upstream_error(&status, Code::Internal, "UPSTREAM_MALFORMED_RESPONSE", None);
-        assert!(!status.message().contains("html"), "{kind:?}: {}", status.message());
+        assert!(
+            !status.message().contains("html"),
+            "{kind:?}: {}",
+            status.message()
+        );
     }
 }
 
 #[tokio::test]
 async fn oversized_bodies_are_refused() {
-    let harness = Harness::with(commenda_sync_gateway::emulator::EmulatorConfig::for_tests(), |s| {
-        s.max_upstream_body_bytes = 64 * 1024;
-    })
+    let harness = Harness::with(
+        commenda_sync_gateway::emulator::EmulatorConfig::for_tests(),
+        |s| {
+            s.max_upstream_body_bytes = 64 * 1024;
+        },
+    )
     .await;
     let status = get_sync_with(&harness, FaultKind::Oversized(1024 * 1024)).await;
     assert_upstream_error(&status, Code::Internal, "UPSTREAM_RESPONSE_TOO_LARGE", None);
@@ -224,17 +382,30 @@ async fn oversized_bodies_are_refused() {
 async fn any_other_status_is_unknown() {
     let harness = Harness::start().await;
     let status = get_sync_with(&harness, FaultKind::status(418)).await;
-    assert_upstream_error(&status, Code::Unknown, "UPSTREAM_UNEXPECTED_STATUS", Some(418));
+    assert_upstream_error(
+        &status,
+        Code::Unknown,
+        "UPSTREAM_UNEXPECTED_STATUS",
+        Some(418),
+    );
 }
 
 #[tokio::test]
 async fn html_error_pages_do_not_leak() {
     let harness = Harness::start().await;
     let body = "<html><body>nginx: upstream exploded SECRET-INTERNAL</body></html>";
-    let kind = FaultKind::Status { code: 502, retry_after: None, body: Some(body.into()) };
+    let kind = FaultKind::Status {
+        code: 502,
+        retry_after: None,
+        body: Some(body.into()),
+    };
     let status = get_sync_with(&harness, kind).await;
     assert_eq!(status.code(), Code::Unavailable);
     assert!(!status.message().contains("SECRET-INTERNAL"));
     let info = status.get_details_error_info().expect("ErrorInfo");
-    assert!(info.metadata.values().all(|v| !v.contains("SECRET-INTERNAL")));
+    assert!(
+        info.metadata
+            .values()
+            .all(|v| !v.contains("SECRET-INTERNAL"))
+    );
 }

@@ -68,6 +68,8 @@ pub struct RecordedRequest {
     pub body: String,
     /// The status sent back; 0 when the connection was dropped without a response.
     pub status: u16,
+    /// The `request_id` of the JSON envelope sent back, when there was one.
+    pub response_request_id: Option<String>,
 }
 
 impl RecordedRequest {
@@ -242,6 +244,7 @@ mod tests {
             headers: vec![("x-request-id".into(), "abc".into())],
             body: String::new(),
             status,
+            response_request_id: None,
         }
     }
 

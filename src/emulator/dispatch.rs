@@ -37,10 +37,12 @@ struct Incoming {
     key: Option<String>,
 }
 
-/// The response, and the status to count it under (0 when the connection is dropped).
+/// The response, the status to count it under (0 when the connection is dropped), and the
+/// `request_id` its envelope carries, so tests can match what a client received.
 struct Outcome {
     response: Response,
     status: u16,
+    request_id: Option<String>,
 }
 
 /// Serves every request outside the admin paths.
@@ -55,9 +57,7 @@ pub(crate) async fn api(State(shared): State<Arc<Shared>>, request: Request) -> 
         http.status = outcome.status,
         "emulator served a request"
     );
-    shared
-        .counters
-        .record(incoming.record(arrived, outcome.status));
+    shared.counters.record(incoming.record(arrived, &outcome));
     outcome.response
 }
 
@@ -80,7 +80,7 @@ impl Incoming {
         }
     }
 
-    fn record(&self, at: DateTime<Utc>, status: u16) -> RecordedRequest {
+    fn record(&self, at: DateTime<Utc>, outcome: &Outcome) -> RecordedRequest {
         let headers = LOGGED_HEADERS
             .iter()
             .filter_map(|name| {
@@ -104,7 +104,8 @@ impl Incoming {
                 .as_deref()
                 .map(RecordedRequest::body_text)
                 .unwrap_or_default(),
-            status,
+            status: outcome.status,
+            response_request_id: outcome.request_id.clone(),
         }
     }
 }
@@ -297,7 +298,7 @@ async fn truncate(outcome: Outcome) -> Outcome {
         .insert(CONTENT_LENGTH, HeaderValue::from(half.len()));
     Outcome {
         response: Response::from_parts(parts, Body::from(half)),
-        status: outcome.status,
+        ..outcome
     }
 }
 
@@ -310,12 +311,21 @@ fn dropped() -> Outcome {
     Outcome {
         response,
         status: 0,
+        request_id: None,
     }
 }
 
 fn json_outcome(status: StatusCode, body: &Value, quota: Quota) -> Outcome {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    raw_outcome(status, "application/json", bytes.into(), quota)
+    let request_id = body
+        .get("request_id")
+        .or_else(|| body.get("error").and_then(|e| e.get("request_id")))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Outcome {
+        request_id,
+        ..raw_outcome(status, "application/json", bytes.into(), quota)
+    }
 }
 
 fn raw_outcome(
@@ -332,6 +342,7 @@ fn raw_outcome(
     Outcome {
         response,
         status: status.as_u16(),
+        request_id: None,
     }
 }
 

@@ -34,11 +34,21 @@ impl Harness {
         settings.default_key = Some(ApiKey::parse(DEMO_API_KEY).expect("demo key is valid"));
         adjust(&mut settings);
 
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
         let server = server::spawn(listener, settings).expect("gateway starts");
         let url = format!("http://{}", server.addr());
-        let channel = Channel::from_shared(url).expect("url").connect().await.expect("connect");
-        Self { emulator, server, channel }
+        let channel = Channel::from_shared(url)
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        Self {
+            emulator,
+            server,
+            channel,
+        }
     }
 
     pub fn syncs(&self) -> SyncServiceClient<Channel> {
@@ -61,9 +71,18 @@ pub fn with_key<T>(message: T, key: &str) -> Request<T> {
 /// Asserts the code, then that `BadRequest` names `field`; returns the status.
 pub fn assert_invalid_field(status: &Status, field: &str) {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let bad_request = status.get_details_bad_request().expect("BadRequest details");
-    let fields: Vec<_> = bad_request.field_violations.iter().map(|v| v.field.as_str()).collect();
-    assert!(fields.contains(&field), "BadRequest names {fields:?}, expected {field}");
+    let bad_request = status
+        .get_details_bad_request()
+        .expect("BadRequest details");
+    let fields: Vec<_> = bad_request
+        .field_violations
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
+    assert!(
+        fields.contains(&field),
+        "BadRequest names {fields:?}, expected {field}"
+    );
     let info = status.get_details_error_info().expect("ErrorInfo details");
     assert_eq!(info.domain, "sync.commenda.io");
 }
