@@ -1,0 +1,183 @@
+//! Decoding of upstream bodies: the `{data, request_id}` success envelope and the
+//! `{"error": {...}}` error envelope, tolerant of anything else a proxy might send.
+
+use serde_json::Value;
+
+/// Longest upstream message copied into a status message; the rest goes to the log only.
+const MAX_MESSAGE_CHARS: usize = 200;
+
+/// Why a 2xx body could not be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvelopeError {
+    /// The body is not JSON (HTML from a proxy, truncated, empty ...).
+    #[error("the body is not valid JSON")]
+    NotJson,
+    /// The body is JSON but not an object.
+    #[error("the body is not a JSON object")]
+    NotObject,
+    /// The route answers with a `data` object, and there is none.
+    #[error("the body has no `data` object")]
+    MissingData,
+    /// The `data` object lacks something every answer of its route has.
+    #[error("unexpected shape: {0}")]
+    UnexpectedShape(&'static str),
+}
+
+/// A decoded success body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Success {
+    /// The `data` member; `Value::Null` for routes that answer `{request_id}` only.
+    pub data: Value,
+    /// The upstream `request_id`, when present and a string.
+    pub request_id: Option<String>,
+}
+
+/// Decodes a 2xx body. `needs_data` says whether the route answers with a `data` object.
+pub fn decode_success(body: &[u8], needs_data: bool) -> Result<Success, EnvelopeError> {
+    let value = parse_json(body, needs_data)?;
+    let Value::Object(mut object) = value else {
+        return Err(EnvelopeError::NotObject);
+    };
+
+    let request_id = object
+        .get("request_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let data = object.remove("data").unwrap_or(Value::Null);
+    if needs_data && !data.is_object() {
+        return Err(EnvelopeError::MissingData);
+    }
+    Ok(Success { data, request_id })
+}
+
+/// An empty body is acceptable only where the route carries no data.
+fn parse_json(body: &[u8], needs_data: bool) -> Result<Value, EnvelopeError> {
+    if body.iter().all(u8::is_ascii_whitespace) && !needs_data {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_slice(body).map_err(|_| EnvelopeError::NotJson)
+}
+
+/// What the gateway could learn from an error body. Every part is optional: the body may
+/// be HTML, empty or cut off.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// `error.message`, sanitised and shortened so it is safe to show a caller.
+    pub message: Option<String>,
+    /// `error.request_id`.
+    pub request_id: Option<String>,
+    /// Field violations, when the body names fields (`error.fields` as
+    /// `[{"field", "message"}]`).
+    pub fields: Vec<(String, String)>,
+}
+
+impl ErrorBody {
+    /// Decodes any body; never fails, returns what it found.
+    pub fn decode(body: &[u8]) -> Self {
+        let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
+            return Self::default();
+        };
+        let Some(Value::Object(error)) = object.get("error") else {
+            return Self::default();
+        };
+
+        let text = |key: &str| error.get(key).and_then(Value::as_str).map(sanitize);
+        Self {
+            message: text("message").filter(|m| !m.is_empty()),
+            request_id: text("request_id").filter(|id| !id.is_empty()),
+            fields: error.get("fields").map(decode_fields).unwrap_or_default(),
+        }
+    }
+}
+
+fn decode_fields(fields: &Value) -> Vec<(String, String)> {
+    let Some(items) = fields.as_array() else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let field = item.get("field")?.as_str()?;
+            let message = item
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("invalid");
+            Some((sanitize(field), sanitize(message)))
+        })
+        .take(20)
+        .collect()
+}
+
+/// Keeps printable characters only and caps the length, so upstream text cannot forge
+/// lines in a status message or blow up its size.
+fn sanitize(text: &str) -> String {
+    let cleaned: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_MESSAGE_CHARS)
+        .collect();
+    cleaned.trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn success_envelope_is_unwrapped() {
+        let body = br#"{"data":{"sync":{"id":"s1"}},"request_id":"r-1"}"#;
+        let success = decode_success(body, true).expect("decodes");
+        assert_eq!(success.request_id.as_deref(), Some("r-1"));
+        assert_eq!(success.data["sync"]["id"], "s1");
+    }
+
+    #[test]
+    fn request_id_only_envelope_is_accepted_where_no_data_is_due() {
+        let success = decode_success(br#"{"request_id":"r-2"}"#, false).expect("decodes");
+        assert_eq!(success.request_id.as_deref(), Some("r-2"));
+        assert_eq!(
+            decode_success(br#"{"request_id":"r-2"}"#, true),
+            Err(EnvelopeError::MissingData)
+        );
+    }
+
+    #[test]
+    fn garbage_is_rejected_without_panicking() {
+        assert_eq!(
+            decode_success(b"<html>bad gateway</html>", true),
+            Err(EnvelopeError::NotJson)
+        );
+        assert_eq!(
+            decode_success(br#"{"data":{"sy"#, true),
+            Err(EnvelopeError::NotJson)
+        );
+        assert_eq!(
+            decode_success(b"[1,2]", true),
+            Err(EnvelopeError::NotObject)
+        );
+        assert_eq!(decode_success(b"", true), Err(EnvelopeError::NotJson));
+    }
+
+    #[test]
+    fn error_body_yields_message_request_id_and_fields() {
+        let body = br#"{"error":{"status_code":400,"message":"bad\nthing","request_id":"r-3",
+            "timestamp":"2026-01-01T00:00:00Z","platform_error":null,
+            "fields":[{"field":"limit","message":"must be at most 100"}]}}"#;
+        let error = ErrorBody::decode(body);
+        assert_eq!(error.message.as_deref(), Some("bad thing"));
+        assert_eq!(error.request_id.as_deref(), Some("r-3"));
+        assert_eq!(
+            error.fields,
+            [("limit".to_owned(), "must be at most 100".to_owned())]
+        );
+    }
+
+    #[test]
+    fn error_body_from_a_proxy_yields_nothing() {
+        assert_eq!(ErrorBody::decode(b"<html>502</html>"), ErrorBody::default());
+        assert_eq!(
+            ErrorBody::decode(br#"{"error":"text"}"#),
+            ErrorBody::default()
+        );
+    }
+}
