@@ -115,6 +115,19 @@ pub struct GatewayArgs {
     #[arg(long, env = "GATEWAY_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
 
+    /// How long the answer of an idempotent write (CreateSync, RetrySync or CancelSync with
+    /// a `request_id`) is kept, in seconds.
+    #[arg(long, env = "GATEWAY_IDEMPOTENCY_TTL_SECS", default_value_t = 600)]
+    pub idempotency_ttl_secs: u64,
+
+    /// How many idempotent answers are kept per write RPC; the oldest are dropped first.
+    #[arg(
+        long,
+        env = "GATEWAY_IDEMPOTENCY_MAX_ENTRIES",
+        default_value_t = 10_000
+    )]
+    pub idempotency_max_entries: usize,
+
     /// How the built-in emulator behaves, when it runs.
     #[command(flatten)]
     pub emulator: EmulatorArgs,
@@ -184,6 +197,8 @@ impl GatewayArgs {
             upstream_ca_pem: self.upstream_ca_pem()?,
             page_token_secret: self.page_token_secret.clone(),
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+            idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs),
+            idempotency_max_entries: self.idempotency_max_entries,
         })
     }
 

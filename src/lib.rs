@@ -12,6 +12,7 @@
 //! - [`page_token`]: opaque, tamper-evident page tokens bound to their filters.
 //! - [`convert`]: REST JSON models to and from proto messages.
 //! - [`grpc`]: the tonic service handlers.
+//! - [`idempotency`]: answers of idempotent writes, kept so repeats do not write twice.
 //! - [`server`]: builds and runs the tonic server with reflection, health and shutdown.
 
 #![warn(missing_docs)]
@@ -20,6 +21,7 @@ pub mod config;
 pub mod convert;
 pub mod emulator;
 pub mod grpc;
+pub mod idempotency;
 pub mod page_token;
 pub mod pb;
 pub mod server;

@@ -15,7 +15,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, info_span, warn};
 
-use crate::grpc::{Gateway, SyncApi, SyncConfigApi};
+use crate::grpc::{Gateway, Policy, SyncApi, SyncConfigApi};
 use crate::page_token::PageTokens;
 use crate::pb::v1::sync_config_service_server::SyncConfigServiceServer;
 use crate::pb::v1::sync_service_server::SyncServiceServer;
@@ -38,6 +38,10 @@ pub struct Settings {
     pub page_token_secret: Option<String>,
     /// How long in-flight calls may take to finish after shutdown starts.
     pub drain_timeout: Duration,
+    /// How long the answer of an idempotent write (one with a `request_id`) is kept.
+    pub idempotency_ttl: Duration,
+    /// How many idempotent answers are kept per write RPC; the oldest go first.
+    pub idempotency_max_entries: usize,
 }
 
 impl Settings {
@@ -51,6 +55,8 @@ impl Settings {
             upstream_ca_pem: None,
             page_token_secret: None,
             drain_timeout: Duration::from_secs(10),
+            idempotency_ttl: Duration::from_secs(600),
+            idempotency_max_entries: 10_000,
         }
     }
 }
@@ -150,12 +156,13 @@ fn build_gateway(settings: &Settings) -> Result<Arc<Gateway>, ServeError> {
     )
     .map_err(ServeError::Client)?;
     let tokens = PageTokens::new(settings.page_token_secret.as_deref());
-    Ok(Gateway::new(
-        upstream,
-        tokens,
-        settings.default_key.clone(),
-        settings.require_caller_key,
-    ))
+    let policy = Policy {
+        default_key: settings.default_key.clone(),
+        require_caller_key: settings.require_caller_key,
+        idempotency_ttl: settings.idempotency_ttl,
+        idempotency_max_entries: settings.idempotency_max_entries,
+    };
+    Ok(Gateway::new(upstream, tokens, policy))
 }
 
 fn router(

@@ -112,6 +112,20 @@ pub fn request_id<'a>(field: &str, id: &'a str) -> Result<&'a str, Violation> {
     }
 }
 
+/// An optional idempotency id: empty means none, anything else must be a UUID in its
+/// usual 36-character form.
+pub fn idempotency_id<'a>(field: &str, id: &'a str) -> Result<Option<&'a str>, Violation> {
+    if id.is_empty() {
+        return Ok(None);
+    }
+    let canonical = id.len() == 36 && uuid::Uuid::parse_str(id).is_ok();
+    if canonical {
+        Ok(Some(id))
+    } else {
+        Err(Violation::new(field, "must be a UUID"))
+    }
+}
+
 /// Collects violations so that a request with several bad fields names them all.
 #[derive(Debug, Default)]
 pub struct Violations(Vec<Violation>);

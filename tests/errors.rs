@@ -199,7 +199,10 @@ async fn cancelling_a_finished_sync_is_failed_precondition() {
     );
     let refused = harness
         .syncs()
-        .cancel_sync(pb::CancelSyncRequest { sync_id: sync.id })
+        .cancel_sync(pb::CancelSyncRequest {
+            sync_id: sync.id,
+            ..Default::default()
+        })
         .await;
     let status = refused.expect_err("finished");
     assert_upstream_error(

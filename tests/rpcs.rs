@@ -253,6 +253,7 @@ async fn create_sync_runs_to_a_final_state() {
         data_models: vec![selection("ACCOUNT"), selection("INVOICE")],
         full_sync: Some(true),
         manual_sync: Some(true),
+        request_id: String::new(),
     };
     let response = harness.syncs().create_sync(request).await.expect("create");
     assert_request_id(&harness, &response);
@@ -329,6 +330,7 @@ async fn cancel_sync_fails_unfinished_jobs() {
 
     let cancel = pb::CancelSyncRequest {
         sync_id: created.sync_id.clone(),
+        ..Default::default()
     };
     let response = harness.syncs().cancel_sync(cancel).await.expect("cancel");
     assert_request_id(&harness, &response);
@@ -400,6 +402,7 @@ async fn retry_sync_reruns_the_failed_models() {
 
     let retry = pb::RetrySyncRequest {
         sync_id: created.sync_id.clone(),
+        ..Default::default()
     };
     let response = harness.syncs().retry_sync(retry).await.expect("retry");
     assert_request_id(&harness, &response);

@@ -59,11 +59,17 @@ async fn hostile_sync_ids_are_refused_before_any_upstream_call() {
         };
         assert_invalid_field(&client.list_sync_jobs(jobs).await.expect_err(id), "sync_id");
         let cancel = client
-            .cancel_sync(pb::CancelSyncRequest { sync_id: id.into() })
+            .cancel_sync(pb::CancelSyncRequest {
+                sync_id: id.into(),
+                ..Default::default()
+            })
             .await;
         assert_invalid_field(&cancel.expect_err(id), "sync_id");
         let retry = client
-            .retry_sync(pb::RetrySyncRequest { sync_id: id.into() })
+            .retry_sync(pb::RetrySyncRequest {
+                sync_id: id.into(),
+                ..Default::default()
+            })
             .await;
         assert_invalid_field(&retry.expect_err(id), "sync_id");
     }

@@ -4,13 +4,16 @@
 mod config_service;
 mod sync_service;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 
+use crate::idempotency::{IdempotencyCache, Outcome, WriteKey};
 use crate::page_token::PageTokens;
+use crate::pb::v1 as pb;
 use crate::status::{self, CallContext, Resource, Violation};
 use crate::upstream::{
     ApiKey, CredentialSource, Endpoint, EnvelopeError, PathParam, Reply, UpstreamClient,
@@ -32,6 +35,22 @@ pub struct Gateway {
     tokens: PageTokens,
     default_key: Option<ApiKey>,
     require_caller_key: bool,
+    creates: IdempotencyCache<pb::CreateSyncResponse>,
+    cancels: IdempotencyCache<pb::CancelSyncResponse>,
+    retries: IdempotencyCache<pb::RetrySyncResponse>,
+}
+
+/// Who may call, and how long idempotent answers are kept.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The key used for callers that send none.
+    pub default_key: Option<ApiKey>,
+    /// Refuse callers that send no key, even when a default key is set.
+    pub require_caller_key: bool,
+    /// How long an idempotent write's answer is kept.
+    pub idempotency_ttl: Duration,
+    /// How many idempotent answers are kept per write RPC.
+    pub idempotency_max_entries: usize,
 }
 
 /// The facts of one call that every upstream request needs.
@@ -79,6 +98,12 @@ impl Call {
         self.body = Some(body);
         self
     }
+
+    /// Forwards the caller's idempotency id as `Idempotency-Key`.
+    fn idempotency_key(mut self, request_id: Option<&str>) -> Self {
+        self.idempotency_key = request_id.map(str::to_owned);
+        self
+    }
 }
 
 /// An upstream answer with what is needed to report a broken one.
@@ -106,33 +131,73 @@ impl Answer {
 
     /// Wraps a message in a response carrying the upstream request id as `x-request-id`.
     fn respond<T>(&self, message: T) -> Response<T> {
-        let mut response = Response::new(message);
-        let value = self
-            .reply
-            .request_id
-            .as_deref()
-            .and_then(|id| MetadataValue::try_from(id).ok());
-        if let Some(value) = value {
-            response.metadata_mut().insert("x-request-id", value);
-        }
-        response
+        respond(message, self.reply.request_id.as_deref())
+    }
+
+    /// The message with the upstream request id, as the idempotency cache keeps it.
+    fn keep<T>(&self, message: T) -> (T, Option<String>) {
+        (message, self.reply.request_id.clone())
     }
 }
 
+/// What makes a write idempotent: the RPC, its target, and the caller's id for it.
+struct Once<'a> {
+    method: &'static str,
+    target: String,
+    request_id: Option<&'a str>,
+}
+
 impl Gateway {
-    /// Builds the shared state. `default_key` serves callers that send none, unless
-    /// `require_caller_key` is set.
-    pub fn new(
-        upstream: UpstreamClient,
-        tokens: PageTokens,
-        default_key: Option<ApiKey>,
-        require_caller_key: bool,
-    ) -> Arc<Self> {
+    /// Runs `write`, or, when the caller gave a request id, returns the kept answer of an
+    /// earlier call with that id (waiting for it while it is still in flight).
+    async fn idempotent<T: Clone>(
+        &self,
+        cache: &IdempotencyCache<T>,
+        meta: &CallMeta,
+        once: Once<'_>,
+        request: &impl prost::Message,
+        write: impl Future<Output = Outcome<T>>,
+    ) -> Result<Response<T>, Status> {
+        let outcome = match once.request_id {
+            None => write.await,
+            Some(id) => {
+                let key = WriteKey {
+                    key: meta.key.clone(),
+                    method: once.method,
+                    target: once.target,
+                    request_id: id.to_owned(),
+                };
+                cache.run(key, &request.encode_to_vec(), || write).await
+            }
+        };
+        let (message, upstream_id) = outcome?;
+        Ok(respond(message, upstream_id.as_deref()))
+    }
+}
+
+/// Wraps a message in a response carrying the upstream request id as `x-request-id`.
+fn respond<T>(message: T, request_id: Option<&str>) -> Response<T> {
+    let mut response = Response::new(message);
+    let value = request_id.and_then(|id| MetadataValue::try_from(id).ok());
+    if let Some(value) = value {
+        response.metadata_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+impl Gateway {
+    /// Builds the shared state from the upstream client, the page-token sealer and the
+    /// policy.
+    pub fn new(upstream: UpstreamClient, tokens: PageTokens, policy: Policy) -> Arc<Self> {
+        let (ttl, max) = (policy.idempotency_ttl, policy.idempotency_max_entries);
         Arc::new(Self {
             upstream,
             tokens,
-            default_key,
-            require_caller_key,
+            default_key: policy.default_key,
+            require_caller_key: policy.require_caller_key,
+            creates: IdempotencyCache::new(ttl, max),
+            cancels: IdempotencyCache::new(ttl, max),
+            retries: IdempotencyCache::new(ttl, max),
         })
     }
 

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::{Call, Gateway};
+use super::{Call, Gateway, Once};
 use crate::convert;
 use crate::pb::v1::{self as pb, sync_service_server::SyncService};
 use crate::status::Violation;
@@ -108,16 +108,31 @@ impl SyncService for SyncApi {
         let mut violations = Violations::default();
         let company = violations.check(validate::company_id("company_id", message.company_id));
         let body = create_body(&message, &mut violations);
+        let request_id =
+            violations.check(validate::idempotency_id("request_id", &message.request_id));
         violations.finish()?;
 
-        let param = PathParam::Company(company.unwrap_or_default());
-        let call = Call::new(Endpoint::CreateSync, param).body(body);
-        let answer = self.gateway.call(&meta, call).await?;
-        let (sync_id, data_models_syncing) = answer.decode(convert::init_sync)?;
-        Ok(answer.respond(pb::CreateSyncResponse {
-            sync_id,
-            data_models_syncing,
-        }))
+        let request_id = request_id.flatten();
+        let company = company.unwrap_or_default();
+        let call = Call::new(Endpoint::CreateSync, PathParam::Company(company))
+            .body(body)
+            .idempotency_key(request_id);
+        let write = async {
+            let answer = self.gateway.call(&meta, call).await?;
+            let (sync_id, data_models_syncing) = answer.decode(convert::init_sync)?;
+            Ok(answer.keep(pb::CreateSyncResponse {
+                sync_id,
+                data_models_syncing,
+            }))
+        };
+        let once = Once {
+            method: "CreateSync",
+            target: company.to_string(),
+            request_id,
+        };
+        self.gateway
+            .idempotent(&self.gateway.creates, &meta, once, &message, write)
+            .await
     }
 
     #[instrument(skip_all, fields(company.id = request.get_ref().company_id))]
@@ -204,11 +219,23 @@ impl SyncService for SyncApi {
         request: Request<pb::CancelSyncRequest>,
     ) -> Result<Response<pb::CancelSyncResponse>, Status> {
         let meta = self.gateway.meta(&request)?;
-        let sync_id = sync_id(&request.get_ref().sync_id)?;
+        let message = request.get_ref();
+        let (sync_id, request_id) = sync_write(&message.sync_id, &message.request_id)?;
 
-        let call = Call::new(Endpoint::CancelSync, PathParam::Sync(sync_id));
-        let answer = self.gateway.call(&meta, call).await?;
-        Ok(answer.respond(pb::CancelSyncResponse {}))
+        let call = Call::new(Endpoint::CancelSync, PathParam::Sync(sync_id.clone()))
+            .idempotency_key(request_id);
+        let write = async {
+            let answer = self.gateway.call(&meta, call).await?;
+            Ok(answer.keep(pb::CancelSyncResponse {}))
+        };
+        let once = Once {
+            method: "CancelSync",
+            target: sync_id,
+            request_id,
+        };
+        self.gateway
+            .idempotent(&self.gateway.cancels, &meta, once, message, write)
+            .await
     }
 
     #[instrument(skip_all, fields(sync.id = %request.get_ref().sync_id))]
@@ -217,16 +244,37 @@ impl SyncService for SyncApi {
         request: Request<pb::RetrySyncRequest>,
     ) -> Result<Response<pb::RetrySyncResponse>, Status> {
         let meta = self.gateway.meta(&request)?;
-        let sync_id = sync_id(&request.get_ref().sync_id)?;
+        let message = request.get_ref();
+        let (sync_id, request_id) = sync_write(&message.sync_id, &message.request_id)?;
 
-        let call = Call::new(Endpoint::RetrySync, PathParam::Sync(sync_id));
-        let answer = self.gateway.call(&meta, call).await?;
-        let (sync_id, data_models_syncing) = answer.decode(convert::init_sync)?;
-        Ok(answer.respond(pb::RetrySyncResponse {
-            sync_id,
-            data_models_syncing,
-        }))
+        let call = Call::new(Endpoint::RetrySync, PathParam::Sync(sync_id.clone()))
+            .idempotency_key(request_id);
+        let write = async {
+            let answer = self.gateway.call(&meta, call).await?;
+            let (sync_id, data_models_syncing) = answer.decode(convert::init_sync)?;
+            Ok(answer.keep(pb::RetrySyncResponse {
+                sync_id,
+                data_models_syncing,
+            }))
+        };
+        let once = Once {
+            method: "RetrySync",
+            target: sync_id,
+            request_id,
+        };
+        self.gateway
+            .idempotent(&self.gateway.retries, &meta, once, message, write)
+            .await
     }
+}
+
+/// Validates the `sync_id` and `request_id` fields of a write to one sync.
+fn sync_write<'a>(sync_id: &str, request_id: &'a str) -> Result<(String, Option<&'a str>), Status> {
+    let mut violations = Violations::default();
+    let sync_id = violations.check(validate::resource_id("sync_id", sync_id));
+    let request_id = violations.check(validate::idempotency_id("request_id", request_id));
+    violations.finish()?;
+    Ok((sync_id.unwrap_or_default().to_owned(), request_id.flatten()))
 }
 
 /// Validates the `sync_id` field of a single-sync request.
