@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::server::Settings;
-use crate::upstream::{ApiKey, InvalidApiKey};
+use crate::upstream::{ApiKey, InvalidApiKey, RetryPolicy, UpstreamOptions};
 
 /// A gRPC gateway for the Commenda Integrations sync API.
 #[derive(Debug, Parser)]
@@ -85,6 +85,26 @@ pub struct GatewayArgs {
     #[arg(long, env = "GATEWAY_MAX_UPSTREAM_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_upstream_body_bytes: usize,
 
+    /// Attempts per upstream read (GET), the first included; failed reads are retried after
+    /// connection errors, 429, 502, 503 and 504. Writes are never retried. 1 turns retries
+    /// off.
+    #[arg(long, env = "GATEWAY_UPSTREAM_READ_ATTEMPTS", default_value_t = 3)]
+    pub upstream_read_attempts: u32,
+
+    /// Concurrent upstream requests allowed per API key; more wait, within their deadline,
+    /// then fail with RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "GATEWAY_UPSTREAM_MAX_IN_FLIGHT_PER_KEY",
+        default_value_t = 32
+    )]
+    pub upstream_max_in_flight_per_key: usize,
+
+    /// A PEM file with a CA certificate to trust for the upstream's TLS, in addition to the
+    /// built-in roots.
+    #[arg(long, env = "GATEWAY_UPSTREAM_CA_FILE")]
+    pub upstream_ca_file: Option<std::path::PathBuf>,
+
     /// Secret that page tokens are sealed with. Give every replica the same one so tokens
     /// work across replicas and restarts; when unset, a random secret per process.
     #[arg(long, env = "GATEWAY_PAGE_TOKEN_SECRET", hide_env_values = true)]
@@ -123,6 +143,15 @@ pub enum ConfigError {
     /// The default key is malformed.
     #[error("COMMENDA_API_KEY / --default-api-key: {0}")]
     DefaultKey(#[from] InvalidApiKey),
+    /// A file named by a flag could not be read.
+    #[error("cannot read {path}")]
+    File {
+        /// The path given.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The upstream URL is not an http(s) URL.
     #[error("--upstream-url must start with http:// or https://")]
     UpstreamUrl,
@@ -143,10 +172,29 @@ impl GatewayArgs {
             upstream_url,
             default_key,
             require_caller_key: self.require_caller_key,
-            upstream_timeout: Duration::from_millis(self.upstream_timeout_ms),
-            max_upstream_body_bytes: self.max_upstream_body_bytes,
+            upstream: UpstreamOptions {
+                timeout: Duration::from_millis(self.upstream_timeout_ms),
+                max_body_bytes: self.max_upstream_body_bytes,
+                retry: RetryPolicy {
+                    max_attempts: self.upstream_read_attempts.max(1),
+                    ..RetryPolicy::default()
+                },
+                max_in_flight_per_key: self.upstream_max_in_flight_per_key,
+            },
+            upstream_ca_pem: self.upstream_ca_pem()?,
             page_token_secret: self.page_token_secret.clone(),
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
         })
+    }
+
+    fn upstream_ca_pem(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let Some(path) = &self.upstream_ca_file else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(path).map_err(|source| ConfigError::File {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Some(pem))
     }
 }

@@ -57,9 +57,10 @@ async fn run_gateway(args: commenda_sync_gateway::config::GatewayArgs) -> anyhow
     }
     let listener = TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
+    let shutdown = shutdown_signal()?;
     announce(addr, &upstream_url, emulator.is_some());
 
-    server::serve(listener, settings, shutdown_signal()).await?;
+    server::serve(listener, settings, shutdown).await?;
     if let Some(emulator) = emulator {
         emulator.shutdown().await;
     }
@@ -70,9 +71,10 @@ async fn run_gateway(args: commenda_sync_gateway::config::GatewayArgs) -> anyhow
 async fn run_emulator(listen: std::net::SocketAddr, args: &EmulatorArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await?;
     let emulator = Emulator::serve(emulator_config(args), listener).await?;
+    let shutdown = shutdown_signal()?;
     info!(url = %emulator.base_url(), "emulator serving");
     announce(emulator.addr(), &emulator.base_url(), true);
-    shutdown_signal().await;
+    shutdown.await;
     emulator.shutdown().await;
     Ok(())
 }
@@ -107,27 +109,17 @@ fn emulator_config(args: &EmulatorArgs) -> emulator::EmulatorConfig {
     config
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
+/// Installs the SIGTERM and SIGINT handlers now, so a signal that arrives right after the
+/// server announced itself is not missed, and returns a future that resolves on either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
-    info!("shutdown signal received");
+        info!("shutdown signal received");
+    })
 }

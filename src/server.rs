@@ -19,7 +19,7 @@ use crate::grpc::{Gateway, SyncApi, SyncConfigApi};
 use crate::page_token::PageTokens;
 use crate::pb::v1::sync_config_service_server::SyncConfigServiceServer;
 use crate::pb::v1::sync_service_server::SyncServiceServer;
-use crate::upstream::{ApiKey, UpstreamClient};
+use crate::upstream::{ApiKey, UpstreamClient, UpstreamOptions};
 
 /// Everything the server needs, independent of how it was configured.
 #[derive(Debug, Clone)]
@@ -30,10 +30,10 @@ pub struct Settings {
     pub default_key: Option<ApiKey>,
     /// Refuse callers that send no key, even when a default key is set.
     pub require_caller_key: bool,
-    /// The longest the gateway waits for one upstream answer.
-    pub upstream_timeout: Duration,
-    /// The largest upstream body the gateway reads.
-    pub max_upstream_body_bytes: usize,
+    /// Upstream timeout, body limit, retries and per-key concurrency.
+    pub upstream: UpstreamOptions,
+    /// An extra CA certificate (PEM) trusted for the upstream's TLS.
+    pub upstream_ca_pem: Option<Vec<u8>>,
     /// The secret page tokens are sealed with; random per process when unset.
     pub page_token_secret: Option<String>,
     /// How long in-flight calls may take to finish after shutdown starts.
@@ -47,8 +47,8 @@ impl Settings {
             upstream_url: upstream_url.into(),
             default_key: None,
             require_caller_key: false,
-            upstream_timeout: Duration::from_secs(10),
-            max_upstream_body_bytes: 4 * 1024 * 1024,
+            upstream: UpstreamOptions::default(),
+            upstream_ca_pem: None,
             page_token_secret: None,
             drain_timeout: Duration::from_secs(10),
         }
@@ -145,8 +145,8 @@ pub async fn serve(
 fn build_gateway(settings: &Settings) -> Result<Arc<Gateway>, ServeError> {
     let upstream = UpstreamClient::new(
         &settings.upstream_url,
-        settings.upstream_timeout,
-        settings.max_upstream_body_bytes,
+        settings.upstream.clone(),
+        settings.upstream_ca_pem.as_deref(),
     )
     .map_err(ServeError::Client)?;
     let tokens = PageTokens::new(settings.page_token_secret.as_deref());

@@ -152,6 +152,11 @@ fn verdict(error: &UpstreamError, context: &CallContext) -> Verdict {
             "UPSTREAM_MALFORMED_RESPONSE",
             "upstream answered with a body the gateway could not decode",
         ),
+        UpstreamError::Saturated => Verdict::new(
+            Code::ResourceExhausted,
+            "UPSTREAM_CONCURRENCY_LIMIT",
+            "too many concurrent upstream requests for this API key",
+        ),
         UpstreamError::TooLarge { .. } => Verdict::new(
             Code::Internal,
             "UPSTREAM_RESPONSE_TOO_LARGE",

@@ -35,12 +35,12 @@ async fn existing_sync(harness: &Harness) -> pb::Sync {
         .expect("company 496 has seeded syncs")
 }
 
-/// Forces one fault on GetSync and returns the status the gateway answered with.
+/// Makes every GetSync answer with a fault (retries included) and returns the status the
+/// gateway answered with.
 async fn get_sync_with(harness: &Harness, kind: FaultKind) -> Status {
     let sync = existing_sync(harness).await;
-    harness
-        .emulator
-        .inject(Fault::on(Route::GetSync, kind).times(1));
+    harness.emulator.clear_faults();
+    harness.emulator.inject(Fault::on(Route::GetSync, kind));
     harness
         .syncs()
         .get_sync(get_sync(&sync.id))
@@ -149,7 +149,7 @@ async fn upstream_403_is_permission_denied() {
     let sync = existing_sync(&harness).await;
     harness
         .emulator
-        .inject(Fault::on(Route::GetSync, FaultKind::status(403)).times(1));
+        .inject(Fault::on(Route::GetSync, FaultKind::status(403)));
     let request = with_key(
         get_sync(&sync.id),
         commenda_sync_gateway::emulator::DEMO_API_KEY,
@@ -370,7 +370,7 @@ async fn oversized_bodies_are_refused() {
     let harness = Harness::with(
         commenda_sync_gateway::emulator::EmulatorConfig::for_tests(),
         |s| {
-            s.max_upstream_body_bytes = 64 * 1024;
+            s.upstream.max_body_bytes = 64 * 1024;
         },
     )
     .await;

@@ -50,6 +50,7 @@ struct Call {
     query: Vec<(&'static str, String)>,
     body: Option<serde_json::Value>,
     resource: Option<Resource>,
+    idempotency_key: Option<String>,
 }
 
 impl Call {
@@ -65,6 +66,7 @@ impl Call {
             query: Vec::new(),
             body: None,
             resource,
+            idempotency_key: None,
         }
     }
 
@@ -189,6 +191,7 @@ impl Gateway {
             key: &meta.key,
             request_id: meta.request_id.as_deref(),
             time_left: meta.time_left,
+            idempotency_key: call.idempotency_key.as_deref(),
         };
         match self.upstream.send(request).await {
             Ok(reply) => Ok(Answer { reply, context }),

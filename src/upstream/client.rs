@@ -1,12 +1,17 @@
 //! The HTTP call itself: one pooled reqwest client, bounded in time and in body size.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderMap, HeaderValue, RETRY_AFTER};
 use serde_json::Value;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use super::envelope::{self, EnvelopeError, ErrorBody};
+use super::limiter::KeyLimiter;
+use super::retry::RetryPolicy;
 use super::{ApiKey, Endpoint, PathParam};
 
 /// Everything needed for one upstream call. Built by the handlers from validated input.
@@ -26,6 +31,8 @@ pub struct UpstreamRequest<'a> {
     pub request_id: Option<&'a str>,
     /// How long the caller can still wait; `None` leaves only the gateway's own limit.
     pub time_left: Option<Duration>,
+    /// The caller's idempotency id for a write, forwarded as `Idempotency-Key`.
+    pub idempotency_key: Option<&'a str>,
 }
 
 /// A successful, decoded upstream answer.
@@ -107,6 +114,10 @@ pub enum UpstreamError {
         #[source]
         source: EnvelopeError,
     },
+    /// The key already has as many upstream requests in flight as allowed, and none
+    /// finished within the caller's time.
+    #[error("too many concurrent upstream requests for one key")]
+    Saturated,
     /// The body was larger than the gateway accepts.
     #[error("upstream body exceeds {limit} bytes")]
     TooLarge {
@@ -126,44 +137,67 @@ impl UpstreamError {
     }
 }
 
+/// Limits and retry behaviour of the upstream client.
+#[derive(Debug, Clone)]
+pub struct UpstreamOptions {
+    /// The longest wait for one upstream answer.
+    pub timeout: Duration,
+    /// The largest body read; larger answers fail with [`UpstreamError::TooLarge`].
+    pub max_body_bytes: usize,
+    /// Retries of reads.
+    pub retry: RetryPolicy,
+    /// Concurrent upstream requests allowed per key.
+    pub max_in_flight_per_key: usize,
+}
+
+impl Default for UpstreamOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            max_body_bytes: 4 * 1024 * 1024,
+            retry: RetryPolicy::default(),
+            max_in_flight_per_key: 32,
+        }
+    }
+}
+
 /// A pooled client for one upstream base URL.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
     http: reqwest::Client,
     base_url: String,
-    timeout: Duration,
-    max_body_bytes: usize,
+    options: UpstreamOptions,
+    limiter: Arc<KeyLimiter>,
 }
 
 impl UpstreamClient {
-    /// Builds a client. `base_url` ends before `/core`, e.g. `https://host/v4`.
+    /// Builds a client with its own connection pool. `base_url` ends before `/core`, e.g.
+    /// `https://host/v4`; `extra_root` adds a trusted CA (PEM) for the upstream's TLS.
     pub fn new(
         base_url: &str,
-        timeout: Duration,
-        max_body_bytes: usize,
+        options: UpstreamOptions,
+        extra_root: Option<&[u8]>,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("commenda-sync-gateway/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(Self::with_http(http, base_url, timeout, max_body_bytes))
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = extra_root {
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
+        }
+        Ok(Self::with_http(builder.build()?, base_url, options))
     }
 
-    /// Builds a client around a prepared reqwest client (custom TLS roots, for example).
-    pub fn with_http(
-        http: reqwest::Client,
-        base_url: &str,
-        timeout: Duration,
-        max_body_bytes: usize,
-    ) -> Self {
+    /// Builds a client around a prepared reqwest client.
+    pub fn with_http(http: reqwest::Client, base_url: &str, options: UpstreamOptions) -> Self {
         let base_url = base_url.trim_end_matches('/').to_owned();
+        let limiter = Arc::new(KeyLimiter::new(options.max_in_flight_per_key));
         Self {
             http,
             base_url,
-            timeout,
-            max_body_bytes,
+            options,
+            limiter,
         }
     }
 
@@ -173,22 +207,62 @@ impl UpstreamClient {
     }
 
     /// Sends one request and decodes its answer, within the caller's time and the
-    /// gateway's own limit.
+    /// gateway's own limit, retrying reads that failed for a passing reason.
     pub async fn send(&self, request: UpstreamRequest<'_>) -> Result<Reply, UpstreamError> {
         let endpoint = request.endpoint;
         let span = debug_span!(
             "upstream",
             upstream.route = endpoint.name(),
             upstream.status = tracing::field::Empty,
+            upstream.attempts = tracing::field::Empty,
             key = %request.key,
         );
-        self.send_bounded(request).instrument(span).await
+        self.send_with_retries(request).instrument(span).await
     }
 
-    async fn send_bounded(&self, request: UpstreamRequest<'_>) -> Result<Reply, UpstreamError> {
-        let (limit, caller_bound) = match request.time_left {
-            Some(left) if left < self.timeout => (left, true),
-            _ => (self.timeout, false),
+    async fn send_with_retries(
+        &self,
+        request: UpstreamRequest<'_>,
+    ) -> Result<Reply, UpstreamError> {
+        let deadline = request.time_left.map(|left| Instant::now() + left);
+        let mut attempt = 1;
+        loop {
+            tracing::Span::current().record("upstream.attempts", attempt);
+            let error = match self.attempt(&request, deadline).await {
+                Ok(reply) => return Ok(reply),
+                Err(error) => error,
+            };
+            let delay = request
+                .endpoint
+                .is_read()
+                .then(|| self.options.retry.delay(attempt + 1, &error));
+            let Some(delay) = delay.flatten() else {
+                return Err(error);
+            };
+            if deadline.is_some_and(|deadline| Instant::now() + delay >= deadline) {
+                return Err(error);
+            }
+            debug!(attempt, delay_ms = delay.as_millis() as u64, error = %error, "retrying a read");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    /// One attempt: a permit for the key, then the exchange, both within the caller's
+    /// deadline and the gateway's own timeout.
+    async fn attempt(
+        &self,
+        request: &UpstreamRequest<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Reply, UpstreamError> {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let (limit, caller_bound) = match left {
+            Some(left) if left < self.options.timeout => (left, true),
+            _ => (self.options.timeout, false),
+        };
+        let permit = self.limiter.acquire(request.key, limit).await;
+        let Some(_permit) = permit else {
+            return Err(UpstreamError::Saturated);
         };
         match tokio::time::timeout(limit, self.exchange(request)).await {
             Ok(result) => result,
@@ -197,7 +271,7 @@ impl UpstreamClient {
         }
     }
 
-    async fn exchange(&self, request: UpstreamRequest<'_>) -> Result<Reply, UpstreamError> {
+    async fn exchange(&self, request: &UpstreamRequest<'_>) -> Result<Reply, UpstreamError> {
         let endpoint = request.endpoint;
         let response = self
             .build(request)
@@ -222,7 +296,7 @@ impl UpstreamClient {
         decode(endpoint, status, &body, rate_limit)
     }
 
-    fn build(&self, request: UpstreamRequest<'_>) -> reqwest::RequestBuilder {
+    fn build(&self, request: &UpstreamRequest<'_>) -> reqwest::RequestBuilder {
         let url = format!("{}{}", self.base_url, request.endpoint.path(&request.param));
         let mut builder = self
             .http
@@ -235,8 +309,11 @@ impl UpstreamClient {
         if let Some(id) = request.request_id {
             builder = builder.header("x-request-id", id);
         }
-        if let Some(body) = request.body {
-            builder = builder.json(&body);
+        if let Some(key) = request.idempotency_key {
+            builder = builder.header("idempotency-key", key);
+        }
+        if let Some(body) = &request.body {
+            builder = builder.json(body);
         }
         builder
     }
@@ -244,7 +321,7 @@ impl UpstreamClient {
     /// Reads the body chunk by chunk and stops as soon as it passes the limit, so a huge
     /// answer costs at most the limit in memory.
     async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, UpstreamError> {
-        let limit = self.max_body_bytes;
+        let limit = self.options.max_body_bytes;
         let declared = response
             .headers()
             .get(CONTENT_LENGTH)

@@ -9,9 +9,14 @@
 mod client;
 mod credentials;
 mod envelope;
+mod limiter;
+mod retry;
 mod routes;
 
-pub use client::{RateLimitInfo, Reply, UpstreamClient, UpstreamError, UpstreamRequest};
+pub use client::{
+    RateLimitInfo, Reply, UpstreamClient, UpstreamError, UpstreamOptions, UpstreamRequest,
+};
 pub use credentials::{ApiKey, CredentialSource, InvalidApiKey};
 pub use envelope::{EnvelopeError, ErrorBody};
+pub use retry::RetryPolicy;
 pub use routes::{Endpoint, PathParam};
