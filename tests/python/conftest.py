@@ -43,6 +43,10 @@ TEST_EMULATOR_ARGS = (
 )
 
 
+# Prefixes of the environment variables the gateway reads its settings from.
+SETTING_PREFIXES = ("GATEWAY_", "COMMENDA_", "EMULATOR_")
+
+
 def required_path(variable: str) -> Path:
     value = os.environ.get(variable)
     if not value:
@@ -99,7 +103,9 @@ def start_gateway(binary: Path, workdir: Path, *args: str) -> Gateway:
     """Starts the gateway on a free loopback port and returns once it says it is serving."""
     workdir.mkdir(parents=True, exist_ok=True)
     stderr_path = workdir / "gateway.stderr.log"
-    env = dict(os.environ)
+    # The binary reads its settings from the environment too; a stray upstream URL or key in
+    # the caller's environment must not turn the emulator off or change the test's setup.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SETTING_PREFIXES)}
     env.setdefault("RUST_LOG", "info")
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(

@@ -185,3 +185,39 @@ def test_organization_sync_config_lists_data_models(pb, config_stub):
         assert config.data_model
         assert config.category in known_values(m.IntegrationCategory)
         assert config.frequency in known_values(m.SyncFrequency)
+
+
+def test_page_token_is_bound_to_its_filters(pb, sync_stub):
+    m = pb.messages
+    first = sync_stub.ListSyncs(m.ListSyncsRequest(company_id=498, page_size=1), timeout=10)
+    assert first.next_page_token
+    assert first.next_page_token not in {s.id for s in first.syncs}, "tokens must be opaque"
+
+    second = sync_stub.ListSyncs(
+        m.ListSyncsRequest(company_id=498, page_size=1, page_token=first.next_page_token),
+        timeout=10,
+    )
+    assert [s.id for s in second.syncs] != [s.id for s in first.syncs]
+
+    with pytest.raises(grpc.RpcError) as caught:
+        sync_stub.ListSyncs(
+            m.ListSyncsRequest(company_id=499, page_size=1, page_token=first.next_page_token),
+            timeout=10,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    bad = rich_error(caught.value).get("google.rpc.BadRequest")
+    assert bad is not None
+    assert [v.field for v in bad.field_violations] == ["page_token"]
+
+
+def test_unknown_key_is_unauthenticated(pb, sync_stub):
+    with pytest.raises(grpc.RpcError) as caught:
+        sync_stub.ListSyncs(
+            pb.messages.ListSyncsRequest(company_id=496),
+            metadata=[("x-api-key", "not-a-commenda-key")],
+            timeout=10,
+        )
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    details = rich_error(caught.value)
+    assert_error_info(details)
+    assert "not-a-commenda-key" not in caught.value.details(), "keys are never echoed"

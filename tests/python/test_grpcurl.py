@@ -1,8 +1,9 @@
 """The gateway driven by grpcurl 1.8.6, a client that knows only reflection v1alpha and learns
 every type from the server, as a person at a terminal would use it.
 
-grpcurl 1.8.6 prints responses with the proto field names (`sync_id`, not `syncId`) and
-int64 values as JSON strings; requests may use either spelling.
+grpcurl prints responses in proto JSON: the JSON names the server's descriptors give
+(`syncId`), int64 values as strings, enum values by name, default values left out. Requests
+may spell fields either way (`sync_id` or `syncId`).
 """
 
 from __future__ import annotations
@@ -125,9 +126,9 @@ def wait_until_final(grpcurl: Grpcurl, sync_id: str, timeout: float = 20.0) -> d
 
 def test_create_then_cancel_sync(grpcurl):
     created = grpcurl.call("commenda.sync.v1.SyncService/CreateSync", {"company_id": 496})
-    sync_id = created["sync_id"]
+    sync_id = created["syncId"]
     assert re.fullmatch(r"[A-Za-z0-9_-]{1,128}", sync_id)
-    assert created["data_models_syncing"]
+    assert created["dataModelsSyncing"]
 
     cancelled = grpcurl.call("commenda.sync.v1.SyncService/CancelSync", {"syncId": sync_id})
     assert cancelled == {}
@@ -135,26 +136,26 @@ def test_create_then_cancel_sync(grpcurl):
     sync = wait_until_final(grpcurl, sync_id)
     assert sync["status"] in {"SYNC_STATUS_FAILED", "SYNC_STATUS_PARTIAL_SUCCESS"}, sync
     jobs = grpcurl.call("commenda.sync.v1.SyncService/ListSyncJobs", {"sync_id": sync_id})["jobs"]
-    assert any(job.get("error_code") == "CANCELLED" for job in jobs), jobs
+    assert any(job.get("errorCode") == "CANCELLED" for job in jobs), jobs
 
 
 def test_list_syncs_pages_through_seeded_history(grpcurl):
     method = "commenda.sync.v1.SyncService/ListSyncs"
     first = grpcurl.call(method, {"company_id": 497, "page_size": 1})
     assert len(first["syncs"]) == 1
-    assert first["total_size"] >= 2
-    assert first["next_page_token"]
+    assert first["totalSize"] >= 2
+    assert first["nextPageToken"]
     sync = first["syncs"][0]
-    assert sync["company_id"] == "497"  # int64 is a JSON string in proto JSON
-    assert sync["integration_type"] == "XERO"
+    assert sync["companyId"] == "497"  # int64 is a JSON string in proto JSON
+    assert sync["integrationType"] == "XERO"
     assert sync["status"] in FINAL_STATUSES | {"SYNC_STATUS_RUNNING"}
 
     second = grpcurl.call(
-        method, {"companyId": 497, "pageSize": 1, "pageToken": first["next_page_token"]}
+        method, {"companyId": 497, "pageSize": 1, "pageToken": first["nextPageToken"]}
     )
     assert len(second["syncs"]) == 1
     assert second["syncs"][0]["id"] != sync["id"]
-    assert second["total_size"] == first["total_size"]
+    assert second["totalSize"] == first["totalSize"]
 
 
 def a_finished_sync(grpcurl: Grpcurl, company_id: int) -> dict:
@@ -170,15 +171,15 @@ def test_get_sync_and_its_jobs(grpcurl):
     got = grpcurl.call("commenda.sync.v1.SyncService/GetSync", {"sync_id": listed["id"]})
     assert got["sync"]["id"] == listed["id"]
     assert got["sync"]["status"] == listed["status"]
-    assert got["sync"]["integration_type"] == "STRIPE"
-    assert got["sync"]["data_models"] == listed["data_models"]
+    assert got["sync"]["integrationType"] == "STRIPE"
+    assert got["sync"]["dataModels"] == listed["dataModels"]
 
     answer = grpcurl.call(
         "commenda.sync.v1.SyncService/ListSyncJobs", {"sync_id": listed["id"], "page_size": 100}
     )
     assert answer["jobs"]
-    assert answer["total_size"] == len(answer["jobs"])
-    assert {job["data_model"] for job in answer["jobs"]} <= set(listed["data_models"])
+    assert answer["totalSize"] == len(answer["jobs"])
+    assert {job["dataModel"] for job in answer["jobs"]} <= set(listed["dataModels"])
     assert all(job["status"] in {"JOB_STATUS_SUCCESS", "JOB_STATUS_FAILED"} for job in answer["jobs"])
 
 
@@ -186,12 +187,12 @@ def test_retry_a_finished_sync(grpcurl):
     original = a_finished_sync(grpcurl, 499)
 
     retried = grpcurl.call("commenda.sync.v1.SyncService/RetrySync", {"sync_id": original["id"]})
-    assert retried["sync_id"] != original["id"]
-    assert retried["data_models_syncing"]
-    assert set(retried["data_models_syncing"]) <= set(original["data_models"])
+    assert retried["syncId"] != original["id"]
+    assert retried["dataModelsSyncing"]
+    assert set(retried["dataModelsSyncing"]) <= set(original["dataModels"])
 
-    new = grpcurl.call("commenda.sync.v1.SyncService/GetSync", {"sync_id": retried["sync_id"]})
-    assert new["sync"]["company_id"] == "499"
+    new = grpcurl.call("commenda.sync.v1.SyncService/GetSync", {"sync_id": retried["syncId"]})
+    assert new["sync"]["companyId"] == "499"
 
 
 def test_organization_sync_config_reads_back_a_write(grpcurl):
@@ -205,13 +206,13 @@ def test_organization_sync_config_reads_back_a_write(grpcurl):
         "commenda.sync.v1.SyncConfigService/GetOrganizationSyncConfig",
         {"integration_type": "INTEGRATION_TYPE_NETSUITE"},
     )
-    by_model = {c["data_model"]: c for c in read["configs"]}
+    by_model = {c["dataModel"]: c for c in read["configs"]}
     account = by_model["ACCOUNT"]
     assert account["category"] == "INTEGRATION_CATEGORY_ACCOUNTING"
     assert account["enabled"] is True
     assert account["frequency"] == "SYNC_FREQUENCY_WEEKLY"
     assert account["interval"] == 3
-    assert account["scope_access"].get("read") is True
+    assert account["scopeAccess"].get("read") is True
 
 
 def test_update_company_sync_config(grpcurl):
@@ -255,7 +256,7 @@ def test_bad_sync_id_names_the_field(grpcurl):
     status = json.loads(result.stderr)
     details = {d["@type"]: d for d in status["details"]}
     bad = details["type.googleapis.com/google.rpc.BadRequest"]
-    assert [v["field"] for v in bad["field_violations"]] == ["sync_id"]
+    assert [v["field"] for v in bad["fieldViolations"]] == ["sync_id"]
 
 
 def test_bad_interval_names_the_nested_field(grpcurl):
@@ -268,7 +269,7 @@ def test_bad_interval_names_the_nested_field(grpcurl):
     status = json.loads(result.stderr)
     details = {d["@type"]: d for d in status["details"]}
     bad = details["type.googleapis.com/google.rpc.BadRequest"]
-    assert "configs[0].interval" in [v["field"] for v in bad["field_violations"]]
+    assert "configs[0].interval" in [v["field"] for v in bad["fieldViolations"]]
 
 
 def test_other_organization_key_in_a_header(grpcurl):
@@ -277,7 +278,7 @@ def test_other_organization_key_in_a_header(grpcurl):
         {"company_id": 900},
         headers=("x-api-key: commenda-other-org-key",),
     )
-    assert all(s["company_id"] == "900" for s in answer.get("syncs", []))
+    assert all(s["companyId"] == "900" for s in answer.get("syncs", []))
 
 
 # The README's examples, run as written against a gateway with default settings.

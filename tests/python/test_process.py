@@ -17,12 +17,13 @@ def test_serving_line_names_a_free_loopback_port_and_the_emulator(gateway_bin, t
         assert gw.serving["emulator"] is True
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v4", gw.upstream), gw.serving
     finally:
-        code = gw.stop()
-    assert code == 0, gw.stderr_tail()
+        gw.stop()
     assert gw.extra_stdout == [], "stdout must carry only the serving line; logs go to stderr"
 
 
-def test_sigterm_stops_an_idle_gateway_promptly(gateway_bin, tmp_path):
+def test_sigterm_right_after_the_serving_line_drains_and_exits_cleanly(gateway_bin, tmp_path):
+    # A supervisor may stop the gateway as soon as it announces itself: the SIGTERM handler
+    # must be in place by then, or the process dies of the signal instead of draining.
     gw = start_gateway(gateway_bin, tmp_path)
     started = time.monotonic()
     code = gw.stop(timeout=10)
