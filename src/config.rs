@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::server::Settings;
+use crate::server::{Settings, TlsFiles};
 use crate::upstream::{ApiKey, InvalidApiKey, RetryPolicy, UpstreamOptions};
 
 /// A gRPC gateway for the Commenda Integrations sync API.
@@ -115,6 +115,37 @@ pub struct GatewayArgs {
     #[arg(long, env = "GATEWAY_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
 
+    /// Consecutive failed upstream answers (no answer, 5xx, the default key refused) after
+    /// which `grpc.health.v1` reports NOT_SERVING.
+    #[arg(long, env = "GATEWAY_HEALTH_FAILURE_THRESHOLD", default_value_t = 3)]
+    pub health_failure_threshold: u32,
+
+    /// How often a down upstream is probed to learn that it recovered, in milliseconds.
+    #[arg(
+        long,
+        env = "GATEWAY_HEALTH_PROBE_INTERVAL_MS",
+        default_value_t = 5_000
+    )]
+    pub health_probe_interval_ms: u64,
+
+    /// Unary calls served at once; beyond it calls are refused at once with
+    /// RESOURCE_EXHAUSTED instead of queueing.
+    #[arg(long, env = "GATEWAY_MAX_CONCURRENT_CALLS", default_value_t = 1024)]
+    pub max_concurrent_calls: usize,
+
+    /// Largest request message accepted, in bytes.
+    #[arg(long, env = "GATEWAY_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// PEM certificate chain for TLS on the gRPC listener; needs `--tls-key`. Without both,
+    /// the listener speaks plaintext HTTP/2.
+    #[arg(long, env = "GATEWAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, env = "GATEWAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
     /// How long the answer of an idempotent write (CreateSync, RetrySync or CancelSync with
     /// a `request_id`) is kept, in seconds.
     #[arg(long, env = "GATEWAY_IDEMPOTENCY_TTL_SECS", default_value_t = 600)]
@@ -193,13 +224,28 @@ impl GatewayArgs {
                     ..RetryPolicy::default()
                 },
                 max_in_flight_per_key: self.upstream_max_in_flight_per_key,
+                health_failure_threshold: self.health_failure_threshold,
             },
+            health_probe_interval: Duration::from_millis(self.health_probe_interval_ms),
+            max_concurrent_calls: self.max_concurrent_calls,
+            max_message_bytes: self.max_message_bytes,
+            tls: self.tls()?,
             upstream_ca_pem: self.upstream_ca_pem()?,
             page_token_secret: self.page_token_secret.clone(),
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs),
             idempotency_max_entries: self.idempotency_max_entries,
         })
+    }
+
+    fn tls(&self) -> Result<Option<TlsFiles>, ConfigError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        Ok(Some(TlsFiles {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+        }))
     }
 
     fn upstream_ca_pem(&self) -> Result<Option<Vec<u8>>, ConfigError> {
@@ -212,4 +258,11 @@ impl GatewayArgs {
         })?;
         Ok(Some(pem))
     }
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|source| ConfigError::File {
+        path: path.to_owned(),
+        source,
+    })
 }

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, info_span, warn};
@@ -42,6 +42,29 @@ pub struct Settings {
     pub idempotency_ttl: Duration,
     /// How many idempotent answers are kept per write RPC; the oldest go first.
     pub idempotency_max_entries: usize,
+    /// How often a down upstream is probed.
+    pub health_probe_interval: Duration,
+    /// Unary calls served at once; more are refused with RESOURCE_EXHAUSTED.
+    pub max_concurrent_calls: usize,
+    /// Largest request message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Certificate and key for TLS on the listener; plaintext when unset.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A PEM certificate chain and its private key.
+#[derive(Clone)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert_pem: Vec<u8>,
+    /// The private key.
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsFiles { .. }")
+    }
 }
 
 impl Settings {
@@ -57,6 +80,10 @@ impl Settings {
             drain_timeout: Duration::from_secs(10),
             idempotency_ttl: Duration::from_secs(600),
             idempotency_max_entries: 10_000,
+            health_probe_interval: Duration::from_secs(5),
+            max_concurrent_calls: 1024,
+            max_message_bytes: 1024 * 1024,
+            tls: None,
         }
     }
 }
@@ -125,18 +152,26 @@ pub async fn serve(
     let gateway = build_gateway(&settings)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
+    let monitor = tokio::spawn(follow_upstream_health(
+        gateway.upstream().clone(),
+        health.clone(),
+        settings.health_probe_interval,
+        settings.default_key.clone(),
+    ));
 
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = TcpListenerStream::new(listener);
-    let server = router(gateway, health_service)?.serve_with_incoming_shutdown(incoming, async {
-        let _ = stopped.await;
-    });
+    let server =
+        router(gateway, health_service, &settings)?.serve_with_incoming_shutdown(incoming, async {
+            let _ = stopped.await;
+        });
     tokio::pin!(server);
 
     tokio::select! {
         result = &mut server => return result.map_err(ServeError::Transport),
         () = shutdown => info!("shutdown requested; draining"),
     }
+    monitor.abort();
     set_health(&health, ServingStatus::NotServing).await;
     let _ = stop.send(());
     match tokio::time::timeout(settings.drain_timeout, server).await {
@@ -161,6 +196,7 @@ fn build_gateway(settings: &Settings) -> Result<Arc<Gateway>, ServeError> {
         require_caller_key: settings.require_caller_key,
         idempotency_ttl: settings.idempotency_ttl,
         idempotency_max_entries: settings.idempotency_max_entries,
+        max_concurrent_calls: settings.max_concurrent_calls,
     };
     Ok(Gateway::new(upstream, tokens, policy))
 }
@@ -170,19 +206,68 @@ fn router(
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
+    settings: &Settings,
 ) -> Result<tonic::transport::server::Router, ServeError> {
     let reflection_v1 = reflection().build_v1().map_err(ServeError::Reflection)?;
     let reflection_v1alpha = reflection()
         .build_v1alpha()
         .map_err(ServeError::Reflection)?;
-    let router = Server::builder()
+    let max = settings.max_message_bytes;
+    let syncs =
+        SyncServiceServer::new(SyncApi::new(gateway.clone())).max_decoding_message_size(max);
+    let configs =
+        SyncConfigServiceServer::new(SyncConfigApi::new(gateway)).max_decoding_message_size(max);
+
+    let mut builder = Server::builder();
+    if let Some(tls) = &settings.tls {
+        let identity = Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+        let config = ServerTlsConfig::new().identity(identity);
+        builder = builder.tls_config(config).map_err(ServeError::Transport)?;
+    }
+    let router = builder
         .trace_fn(|request| info_span!("rpc", rpc.method = %request.uri().path()))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(SyncServiceServer::new(SyncApi::new(gateway.clone())))
-        .add_service(SyncConfigServiceServer::new(SyncConfigApi::new(gateway)));
+        .add_service(syncs)
+        .add_service(configs);
     Ok(router)
+}
+
+/// Mirrors the upstream's health into `grpc.health.v1`, and while it is down probes it
+/// every `probe_every` so that recovery shows without waiting for a caller.
+async fn follow_upstream_health(
+    upstream: UpstreamClient,
+    reporter: HealthReporter,
+    probe_every: Duration,
+    key: Option<ApiKey>,
+) {
+    let mut up = upstream.health().subscribe();
+    loop {
+        let is_up = *up.borrow_and_update();
+        let status = if is_up {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        set_health(&reporter, status).await;
+        info!(upstream.up = is_up, "upstream health");
+
+        let changed = if is_up {
+            up.changed().await
+        } else {
+            tokio::select! {
+                changed = up.changed() => changed,
+                () = tokio::time::sleep(probe_every) => {
+                    upstream.probe(key.as_ref()).await;
+                    Ok(())
+                }
+            }
+        };
+        if changed.is_err() {
+            return;
+        }
+    }
 }
 
 /// Reflection describes the gateway's own services, health, and the `google.rpc` detail

@@ -334,6 +334,19 @@ pub fn invalid_argument(violations: Vec<Violation>) -> Status {
     Status::with_error_details(Code::InvalidArgument, message, details)
 }
 
+/// RESOURCE_EXHAUSTED for a call refused because the gateway is at its limit of
+/// concurrent calls; refusing at once keeps latency bounded for the calls it serves.
+pub fn overloaded() -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info("GATEWAY_OVERLOADED", DOMAIN, HashMap::new());
+    details.set_retry_info(Some(Duration::from_secs(1)));
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        "the gateway is at its call limit",
+        details,
+    )
+}
+
 /// UNAUTHENTICATED for a call that carries no key while the gateway has no default one,
 /// or requires callers to send their own.
 pub fn missing_api_key() -> Status {

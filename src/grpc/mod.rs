@@ -6,7 +6,9 @@ mod sync_service;
 
 use std::future::Future;
 use std::sync::Arc;
+
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
@@ -38,6 +40,7 @@ pub struct Gateway {
     creates: IdempotencyCache<pb::CreateSyncResponse>,
     cancels: IdempotencyCache<pb::CancelSyncResponse>,
     retries: IdempotencyCache<pb::RetrySyncResponse>,
+    calls: Arc<Semaphore>,
 }
 
 /// Who may call, and how long idempotent answers are kept.
@@ -51,6 +54,8 @@ pub struct Policy {
     pub idempotency_ttl: Duration,
     /// How many idempotent answers are kept per write RPC.
     pub idempotency_max_entries: usize,
+    /// Unary calls served at once; more are refused at once with RESOURCE_EXHAUSTED.
+    pub max_concurrent_calls: usize,
 }
 
 /// The facts of one call that every upstream request needs.
@@ -60,6 +65,8 @@ pub struct CallMeta {
     source: CredentialSource,
     request_id: Option<String>,
     time_left: Option<Duration>,
+    /// Held for the call's duration: the call's place under `max_concurrent_calls`.
+    _slot: Arc<OwnedSemaphorePermit>,
 }
 
 /// One upstream call a handler wants made.
@@ -198,11 +205,22 @@ impl Gateway {
             creates: IdempotencyCache::new(ttl, max),
             cancels: IdempotencyCache::new(ttl, max),
             retries: IdempotencyCache::new(ttl, max),
+            calls: Arc::new(Semaphore::new(policy.max_concurrent_calls.max(1))),
         })
+    }
+
+    /// The upstream client, for the server's health monitor.
+    pub fn upstream(&self) -> &UpstreamClient {
+        &self.upstream
     }
 
     /// Reads the key, request id and deadline of a call; refuses malformed ones.
     fn meta<T>(&self, request: &Request<T>) -> Result<CallMeta, Status> {
+        let slot = self
+            .calls
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| status::overloaded())?;
         let metadata = request.metadata();
         let (key, source) = self.credential(metadata)?;
         let request_id = match metadata.get("x-request-id") {
@@ -217,6 +235,7 @@ impl Gateway {
             source,
             request_id,
             time_left,
+            _slot: Arc::new(slot),
         })
     }
 
@@ -254,6 +273,7 @@ impl Gateway {
             query: call.query,
             body: call.body,
             key: &meta.key,
+            source: meta.source,
             request_id: meta.request_id.as_deref(),
             time_left: meta.time_left,
             idempotency_key: call.idempotency_key.as_deref(),

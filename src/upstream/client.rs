@@ -10,9 +10,10 @@ use serde_json::Value;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use super::envelope::{self, EnvelopeError, ErrorBody};
+use super::health::{UpstreamHealth, Verdict};
 use super::limiter::KeyLimiter;
 use super::retry::RetryPolicy;
-use super::{ApiKey, Endpoint, PathParam};
+use super::{ApiKey, CredentialSource, Endpoint, PathParam};
 
 /// Everything needed for one upstream call. Built by the handlers from validated input.
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub struct UpstreamRequest<'a> {
     pub body: Option<Value>,
     /// The key sent as the `api_key` header.
     pub key: &'a ApiKey,
+    /// Whose key it is: a refusal of the gateway's own key counts against upstream health.
+    pub source: CredentialSource,
     /// The caller's `x-request-id`, already validated, forwarded as is.
     pub request_id: Option<&'a str>,
     /// How long the caller can still wait; `None` leaves only the gateway's own limit.
@@ -148,6 +151,8 @@ pub struct UpstreamOptions {
     pub retry: RetryPolicy,
     /// Concurrent upstream requests allowed per key.
     pub max_in_flight_per_key: usize,
+    /// Consecutive failed answers that mark the upstream down.
+    pub health_failure_threshold: u32,
 }
 
 impl Default for UpstreamOptions {
@@ -157,6 +162,7 @@ impl Default for UpstreamOptions {
             max_body_bytes: 4 * 1024 * 1024,
             retry: RetryPolicy::default(),
             max_in_flight_per_key: 32,
+            health_failure_threshold: 3,
         }
     }
 }
@@ -168,6 +174,7 @@ pub struct UpstreamClient {
     base_url: String,
     options: UpstreamOptions,
     limiter: Arc<KeyLimiter>,
+    health: Arc<UpstreamHealth>,
 }
 
 impl UpstreamClient {
@@ -193,17 +200,48 @@ impl UpstreamClient {
     pub fn with_http(http: reqwest::Client, base_url: &str, options: UpstreamOptions) -> Self {
         let base_url = base_url.trim_end_matches('/').to_owned();
         let limiter = Arc::new(KeyLimiter::new(options.max_in_flight_per_key));
+        let health = Arc::new(UpstreamHealth::new(options.health_failure_threshold));
         Self {
             http,
             base_url,
             options,
             limiter,
+            health,
         }
     }
 
     /// The base URL requests go to.
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// The upstream's health as judged from the answers so far.
+    pub fn health(&self) -> &Arc<UpstreamHealth> {
+        &self.health
+    }
+
+    /// Asks the upstream one cheap question (the organization sync configuration of one
+    /// integration) to learn whether it answers again; the answer is recorded in
+    /// [`UpstreamClient::health`]. Without a key, any HTTP answer short of a 5xx counts.
+    pub async fn probe(&self, key: Option<&ApiKey>) {
+        let url = format!(
+            "{}{}",
+            self.base_url,
+            Endpoint::GetOrganizationSyncConfig.path(&PathParam::None)
+        );
+        let mut request = self
+            .http
+            .get(url)
+            .query(&[("integration_type", "NETSUITE")]);
+        if let Some(key) = key {
+            request = request.header("api_key", key.expose());
+        }
+        let verdict = match tokio::time::timeout(self.options.timeout, request.send()).await {
+            Ok(Ok(response)) => status_verdict(response.status().as_u16(), key.is_some()),
+            Ok(Err(_)) | Err(_) => Verdict::Down,
+        };
+        debug!(?verdict, "upstream probed");
+        self.health.record(verdict);
     }
 
     /// Sends one request and decodes its answer, within the caller's time and the
@@ -264,11 +302,14 @@ impl UpstreamClient {
         let Some(_permit) = permit else {
             return Err(UpstreamError::Saturated);
         };
-        match tokio::time::timeout(limit, self.exchange(request)).await {
+        let result = match tokio::time::timeout(limit, self.exchange(request)).await {
             Ok(result) => result,
             Err(_) if caller_bound => Err(UpstreamError::DeadlineExceeded),
             Err(_) => Err(UpstreamError::TimedOut(limit)),
-        }
+        };
+        let own_key = request.source == CredentialSource::Default;
+        self.health.record(outcome_verdict(&result, own_key));
+        result
     }
 
     async fn exchange(&self, request: &UpstreamRequest<'_>) -> Result<Reply, UpstreamError> {
@@ -374,4 +415,23 @@ fn preview(body: &[u8]) -> String {
         text.push_str(&format!("... ({} bytes)", body.len()));
     }
     text
+}
+
+/// How one attempt's outcome bears on upstream health.
+fn outcome_verdict(result: &Result<Reply, UpstreamError>, own_key: bool) -> Verdict {
+    match result {
+        Ok(_) => Verdict::Up,
+        Err(UpstreamError::Status { status, .. }) => status_verdict(*status, own_key),
+        Err(UpstreamError::Unreachable(_) | UpstreamError::TimedOut(_)) => Verdict::Down,
+        Err(_) => Verdict::Neutral,
+    }
+}
+
+fn status_verdict(status: u16, own_key: bool) -> Verdict {
+    match status {
+        401 | 403 if own_key => Verdict::Down,
+        429 => Verdict::Neutral,
+        500..=599 => Verdict::Down,
+        _ => Verdict::Up,
+    }
 }

@@ -9,6 +9,7 @@
 mod client;
 mod credentials;
 mod envelope;
+mod health;
 mod limiter;
 mod retry;
 mod routes;
@@ -18,5 +19,6 @@ pub use client::{
 };
 pub use credentials::{ApiKey, CredentialSource, InvalidApiKey};
 pub use envelope::{EnvelopeError, ErrorBody};
+pub use health::{UpstreamHealth, Verdict};
 pub use retry::RetryPolicy;
 pub use routes::{Endpoint, PathParam};
