@@ -279,7 +279,13 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
 
+/// The health service name for liveness: SERVING while the process runs, whatever the
+/// upstream's state, so that an orchestrator does not restart a gateway for an outage it
+/// cannot fix. The empty name and the API services report readiness.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status(LIVENESS_SERVICE, ServingStatus::Serving).await;
     health.set_service_status("", status).await;
     health
         .set_service_status("commenda.sync.v1.SyncService", status)
