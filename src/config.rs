@@ -137,6 +137,17 @@ pub struct GatewayArgs {
     #[arg(long, env = "GATEWAY_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
     pub max_message_bytes: usize,
 
+    /// Address of the Prometheus metrics listener (`GET /metrics`), for example
+    /// `0.0.0.0:9090`. Off when unset.
+    #[arg(long, env = "GATEWAY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Origins allowed to call from a browser over gRPC-Web (comma-separated, `*` for any).
+    /// gRPC-Web itself is always on, on the gRPC port; without origins, only same-origin
+    /// pages and non-browser clients can use it.
+    #[arg(long, env = "GATEWAY_CORS_ALLOW_ORIGINS", value_delimiter = ',')]
+    pub cors_allow_origins: Vec<String>,
+
     /// PEM certificate chain for TLS on the gRPC listener; needs `--tls-key`. Without both,
     /// the listener speaks plaintext HTTP/2.
     #[arg(long, env = "GATEWAY_TLS_CERT", requires = "tls_key")]
@@ -230,6 +241,8 @@ impl GatewayArgs {
             max_concurrent_calls: self.max_concurrent_calls,
             max_message_bytes: self.max_message_bytes,
             tls: self.tls()?,
+            metrics_listen: self.metrics_listen,
+            cors_allow_origins: self.cors_allow_origins.clone(),
             upstream_ca_pem: self.upstream_ca_pem()?,
             page_token_secret: self.page_token_secret.clone(),
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),

@@ -9,6 +9,7 @@
 //! - [`upstream`]: the REST client: routes, credentials, envelopes.
 //! - [`status`]: the one place that turns upstream failures into `tonic::Status`.
 //! - [`validate`]: checks of caller input, run before any upstream call.
+//! - [`metrics`]: Prometheus metrics and the layer that times every call.
 //! - [`page_token`]: opaque, tamper-evident page tokens bound to their filters.
 //! - [`convert`]: REST JSON models to and from proto messages.
 //! - [`grpc`]: the tonic service handlers.
@@ -22,6 +23,7 @@ pub mod convert;
 pub mod emulator;
 pub mod grpc;
 pub mod idempotency;
+pub mod metrics;
 pub mod page_token;
 pub mod pb;
 pub mod server;

@@ -10,12 +10,17 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::service::Routes;
+use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tonic_web::GrpcWebLayer;
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::{info, info_span, warn};
 
 use crate::grpc::{Gateway, Policy, SyncApi, SyncConfigApi};
+use crate::metrics::{Metrics, MetricsLayer};
 use crate::page_token::PageTokens;
 use crate::pb::v1::sync_config_service_server::SyncConfigServiceServer;
 use crate::pb::v1::sync_service_server::SyncServiceServer;
@@ -50,6 +55,10 @@ pub struct Settings {
     pub max_message_bytes: usize,
     /// Certificate and key for TLS on the listener; plaintext when unset.
     pub tls: Option<TlsFiles>,
+    /// Where to serve Prometheus metrics (`GET /metrics`); off when unset.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Origins allowed to call over gRPC-Web from a browser (`*` for any); none when empty.
+    pub cors_allow_origins: Vec<String>,
 }
 
 /// A PEM certificate chain and its private key.
@@ -84,6 +93,8 @@ impl Settings {
             max_concurrent_calls: 1024,
             max_message_bytes: 1024 * 1024,
             tls: None,
+            metrics_listen: None,
+            cors_allow_origins: Vec::new(),
         }
     }
 }
@@ -109,6 +120,7 @@ pub enum ServeError {
 #[derive(Debug)]
 pub struct RunningServer {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -117,6 +129,11 @@ impl RunningServer {
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the metrics listener, when one was configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Starts the drain and waits for the server to stop.
@@ -131,15 +148,28 @@ impl RunningServer {
 /// Serves on `listener` in a background task until [`RunningServer::shutdown`].
 pub fn spawn(listener: TcpListener, settings: Settings) -> Result<RunningServer, ServeError> {
     let addr = listener.local_addr().map_err(ServeError::Listener)?;
+    let metrics = settings.metrics_listen.map(bind_now).transpose()?;
+    let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose();
+    let metrics_addr = metrics_addr.map_err(ServeError::Listener)?;
     let (shutdown, signal) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, settings, async {
+    let task = tokio::spawn(serve_on(listener, metrics, settings, async {
         let _ = signal.await;
     }));
     Ok(RunningServer {
         addr,
+        metrics_addr,
         shutdown: Some(shutdown),
         task,
     })
+}
+
+/// Binds at once, so the caller learns the address before the server task runs.
+fn bind_now(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    let listener = std::net::TcpListener::bind(addr).map_err(ServeError::Listener)?;
+    listener
+        .set_nonblocking(true)
+        .map_err(ServeError::Listener)?;
+    TcpListener::from_std(listener).map_err(ServeError::Listener)
 }
 
 /// Serves on `listener` until `shutdown` resolves, then drains: health turns NOT_SERVING,
@@ -149,7 +179,25 @@ pub async fn serve(
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let gateway = build_gateway(&settings)?;
+    let metrics = match settings.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(ServeError::Listener)?,
+        ),
+        None => None,
+    };
+    serve_on(listener, metrics, settings, shutdown).await
+}
+
+async fn serve_on(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let metrics = Metrics::new();
+    let gateway = build_gateway(&settings, metrics.clone())?;
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
     let monitor = tokio::spawn(follow_upstream_health(
@@ -157,14 +205,32 @@ pub async fn serve(
         health.clone(),
         settings.health_probe_interval,
         settings.default_key.clone(),
+        metrics.clone(),
     ));
+    let (metrics_stop, metrics_stopped) = oneshot::channel::<()>();
+    if let Some(listener) = metrics_listener {
+        info!(addr = ?listener.local_addr().ok(), "serving metrics");
+        let stopped = async {
+            let _ = metrics_stopped.await;
+        };
+        tokio::spawn(crate::metrics::serve(listener, metrics.clone(), stopped));
+    }
 
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = TcpListenerStream::new(listener);
-    let server =
-        router(gateway, health_service, &settings)?.serve_with_incoming_shutdown(incoming, async {
-            let _ = stopped.await;
-        });
+    let routes = routes(gateway, health_service, &settings)?;
+    let layers = ServiceBuilder::new()
+        .layer(cors(&settings.cors_allow_origins))
+        .layer(GrpcWebLayer::new())
+        .layer(MetricsLayer::new(metrics))
+        .into_inner();
+    let router = transport(&settings)?
+        .layer(layers)
+        .trace_fn(rpc_span)
+        .add_routes(routes);
+    let server = router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stopped.await;
+    });
     tokio::pin!(server);
 
     tokio::select! {
@@ -174,6 +240,7 @@ pub async fn serve(
     monitor.abort();
     set_health(&health, ServingStatus::NotServing).await;
     let _ = stop.send(());
+    let _ = metrics_stop.send(());
     match tokio::time::timeout(settings.drain_timeout, server).await {
         Ok(result) => result.map_err(ServeError::Transport),
         Err(_) => {
@@ -183,13 +250,14 @@ pub async fn serve(
     }
 }
 
-fn build_gateway(settings: &Settings) -> Result<Arc<Gateway>, ServeError> {
+fn build_gateway(settings: &Settings, metrics: Arc<Metrics>) -> Result<Arc<Gateway>, ServeError> {
     let upstream = UpstreamClient::new(
         &settings.upstream_url,
         settings.upstream.clone(),
         settings.upstream_ca_pem.as_deref(),
     )
-    .map_err(ServeError::Client)?;
+    .map_err(ServeError::Client)?
+    .with_metrics(metrics);
     let tokens = PageTokens::new(settings.page_token_secret.as_deref());
     let policy = Policy {
         default_key: settings.default_key.clone(),
@@ -201,13 +269,14 @@ fn build_gateway(settings: &Settings) -> Result<Arc<Gateway>, ServeError> {
     Ok(Gateway::new(upstream, tokens, policy))
 }
 
-fn router(
+/// The services the server offers: health, reflection (v1 and v1alpha) and the API.
+fn routes(
     gateway: Arc<Gateway>,
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
     settings: &Settings,
-) -> Result<tonic::transport::server::Router, ServeError> {
+) -> Result<Routes, ServeError> {
     let reflection_v1 = reflection().build_v1().map_err(ServeError::Reflection)?;
     let reflection_v1alpha = reflection()
         .build_v1alpha()
@@ -217,21 +286,68 @@ fn router(
         SyncServiceServer::new(SyncApi::new(gateway.clone())).max_decoding_message_size(max);
     let configs =
         SyncConfigServiceServer::new(SyncConfigApi::new(gateway)).max_decoding_message_size(max);
-
-    let mut builder = Server::builder();
-    if let Some(tls) = &settings.tls {
-        let identity = Identity::from_pem(&tls.cert_pem, &tls.key_pem);
-        let config = ServerTlsConfig::new().identity(identity);
-        builder = builder.tls_config(config).map_err(ServeError::Transport)?;
-    }
-    let router = builder
-        .trace_fn(|request| info_span!("rpc", rpc.method = %request.uri().path()))
-        .add_service(health)
+    let routes = Routes::new(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(syncs)
         .add_service(configs);
-    Ok(router)
+    Ok(routes)
+}
+
+/// The transport: TLS when configured, HTTP/1.1 accepted for gRPC-Web.
+fn transport(settings: &Settings) -> Result<Server, ServeError> {
+    let mut builder = Server::builder().accept_http1(true);
+    if let Some(tls) = &settings.tls {
+        let identity = TlsIdentity::from_pem(&tls.cert_pem, &tls.key_pem);
+        let config = ServerTlsConfig::new().identity(identity);
+        builder = builder.tls_config(config).map_err(ServeError::Transport)?;
+    }
+    Ok(builder)
+}
+
+/// CORS for browsers calling over gRPC-Web: only the configured origins (`*` for any) may
+/// call, with the headers gRPC-Web and the gateway's metadata need.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| http::HeaderValue::from_str(o).ok()),
+        )
+    };
+    let header = http::HeaderName::from_static;
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([http::Method::POST, http::Method::OPTIONS])
+        .allow_headers([
+            header("content-type"),
+            header("x-grpc-web"),
+            header("x-user-agent"),
+            header("grpc-timeout"),
+            header("authorization"),
+            header("x-api-key"),
+            header("x-request-id"),
+            header("traceparent"),
+        ])
+        .expose_headers([
+            header("grpc-status"),
+            header("grpc-message"),
+            header("grpc-status-details-bin"),
+            header("x-request-id"),
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+/// One span per RPC, carrying the caller's trace context when it sent a valid one.
+fn rpc_span(request: &http::Request<()>) -> tracing::Span {
+    let traceparent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok());
+    let traceparent = traceparent.filter(|value| crate::grpc::valid_traceparent(value));
+    info_span!("rpc", rpc.method = %request.uri().path(), trace.parent = traceparent)
 }
 
 /// Mirrors the upstream's health into `grpc.health.v1`, and while it is down probes it
@@ -241,10 +357,12 @@ async fn follow_upstream_health(
     reporter: HealthReporter,
     probe_every: Duration,
     key: Option<ApiKey>,
+    metrics: Arc<Metrics>,
 ) {
     let mut up = upstream.health().subscribe();
     loop {
         let is_up = *up.borrow_and_update();
+        metrics.set_upstream_up(is_up);
         let status = if is_up {
             ServingStatus::Serving
         } else {
@@ -285,7 +403,9 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 pub const LIVENESS_SERVICE: &str = "liveness";
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
-    health.set_service_status(LIVENESS_SERVICE, ServingStatus::Serving).await;
+    health
+        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+        .await;
     health.set_service_status("", status).await;
     health
         .set_service_status("commenda.sync.v1.SyncService", status)

@@ -65,6 +65,7 @@ pub struct CallMeta {
     source: CredentialSource,
     request_id: Option<String>,
     time_left: Option<Duration>,
+    traceparent: Option<String>,
     /// Held for the call's duration: the call's place under `max_concurrent_calls`.
     _slot: Arc<OwnedSemaphorePermit>,
 }
@@ -235,6 +236,7 @@ impl Gateway {
             source,
             request_id,
             time_left,
+            traceparent: trace_context(metadata),
             _slot: Arc::new(slot),
         })
     }
@@ -277,6 +279,7 @@ impl Gateway {
             request_id: meta.request_id.as_deref(),
             time_left: meta.time_left,
             idempotency_key: call.idempotency_key.as_deref(),
+            traceparent: meta.traceparent.as_deref(),
         };
         match self.upstream.send(request).await {
             Ok(reply) => Ok(Answer { reply, context }),
@@ -302,6 +305,28 @@ fn header_text<T>(
 fn strip_bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
+/// The caller's W3C `traceparent`, when well formed, so the upstream request continues the
+/// caller's trace. A malformed one is dropped, as the W3C spec asks, rather than refused.
+fn trace_context(metadata: &MetadataMap) -> Option<String> {
+    let value = metadata.get("traceparent")?.to_str().ok()?;
+    valid_traceparent(value).then(|| value.to_ascii_lowercase())
+}
+
+/// Whether `value` is a W3C `traceparent`: version, trace id, parent id and flags in hex,
+/// with the all-zero ids and version `ff` refused.
+pub fn valid_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    parts.len() == 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && parts[1].bytes().any(|b| b != b'0')
+        && hex(parts[2], 16)
+        && parts[2].bytes().any(|b| b != b'0')
+        && hex(parts[3], 2)
 }
 
 /// The caller's deadline from the `grpc-timeout` header (`<digits><unit>`), if any.

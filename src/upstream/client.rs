@@ -14,6 +14,7 @@ use super::health::{UpstreamHealth, Verdict};
 use super::limiter::KeyLimiter;
 use super::retry::RetryPolicy;
 use super::{ApiKey, CredentialSource, Endpoint, PathParam};
+use crate::metrics::Metrics;
 
 /// Everything needed for one upstream call. Built by the handlers from validated input.
 #[derive(Debug)]
@@ -36,6 +37,8 @@ pub struct UpstreamRequest<'a> {
     pub time_left: Option<Duration>,
     /// The caller's idempotency id for a write, forwarded as `Idempotency-Key`.
     pub idempotency_key: Option<&'a str>,
+    /// The caller's W3C trace context, already validated, forwarded as `traceparent`.
+    pub traceparent: Option<&'a str>,
 }
 
 /// A successful, decoded upstream answer.
@@ -47,6 +50,8 @@ pub struct Reply {
     pub request_id: Option<String>,
     /// What the rate-limit headers said.
     pub rate_limit: RateLimitInfo,
+    /// The HTTP status (a 2xx).
+    pub status: u16,
 }
 
 /// The upstream's rate-limit headers, as far as they parsed.
@@ -175,6 +180,7 @@ pub struct UpstreamClient {
     options: UpstreamOptions,
     limiter: Arc<KeyLimiter>,
     health: Arc<UpstreamHealth>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl UpstreamClient {
@@ -207,7 +213,14 @@ impl UpstreamClient {
             options,
             limiter,
             health,
+            metrics: None,
         }
+    }
+
+    /// Records every upstream request in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The base URL requests go to.
@@ -253,6 +266,7 @@ impl UpstreamClient {
             upstream.route = endpoint.name(),
             upstream.status = tracing::field::Empty,
             upstream.attempts = tracing::field::Empty,
+            trace.parent = request.traceparent,
             key = %request.key,
         );
         self.send_with_retries(request).instrument(span).await
@@ -302,6 +316,7 @@ impl UpstreamClient {
         let Some(_permit) = permit else {
             return Err(UpstreamError::Saturated);
         };
+        let started = Instant::now();
         let result = match tokio::time::timeout(limit, self.exchange(request)).await {
             Ok(result) => result,
             Err(_) if caller_bound => Err(UpstreamError::DeadlineExceeded),
@@ -309,6 +324,13 @@ impl UpstreamClient {
         };
         let own_key = request.source == CredentialSource::Default;
         self.health.record(outcome_verdict(&result, own_key));
+        if let Some(metrics) = &self.metrics {
+            metrics.record_upstream(
+                request.endpoint.name(),
+                answered_status(&result),
+                started.elapsed(),
+            );
+        }
         result
     }
 
@@ -349,6 +371,9 @@ impl UpstreamClient {
         }
         if let Some(id) = request.request_id {
             builder = builder.header("x-request-id", id);
+        }
+        if let Some(traceparent) = request.traceparent {
+            builder = builder.header("traceparent", traceparent);
         }
         if let Some(key) = request.idempotency_key {
             builder = builder.header("idempotency-key", key);
@@ -394,6 +419,7 @@ fn decode(
             data: success.data,
             request_id: success.request_id,
             rate_limit,
+            status,
         }),
         Err(source) => {
             warn!(status, body = %preview(body), %source, "undecodable upstream answer");
@@ -415,6 +441,17 @@ fn preview(body: &[u8]) -> String {
         text.push_str(&format!("... ({} bytes)", body.len()));
     }
     text
+}
+
+/// The HTTP status of an attempt, when the upstream answered at all.
+fn answered_status(result: &Result<Reply, UpstreamError>) -> Option<u16> {
+    match result {
+        Ok(reply) => Some(reply.status),
+        Err(UpstreamError::Status { status, .. } | UpstreamError::Malformed { status, .. }) => {
+            Some(*status)
+        }
+        Err(_) => None,
+    }
 }
 
 /// How one attempt's outcome bears on upstream health.
