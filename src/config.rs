@@ -279,3 +279,28 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// The README's configuration table must name every flag, so it cannot fall behind.
+    #[test]
+    fn readme_documents_every_flag() {
+        let readme = include_str!("../README.md");
+        let command = Cli::command();
+        for argument in command.get_arguments() {
+            let Some(long) = argument.get_long() else { continue };
+            if ["help", "version"].contains(&long) {
+                continue;
+            }
+            assert!(readme.contains(&format!("`--{long}`")), "README lacks `--{long}`");
+            if let Some(env) = argument.get_env() {
+                let env = env.to_string_lossy();
+                assert!(readme.contains(&format!("`{env}`")), "README lacks `{env}`");
+            }
+        }
+    }
+}
