@@ -94,7 +94,7 @@ pub fn from_upstream(error: &UpstreamError, context: &CallContext) -> Status {
             &mut details,
             *status,
             body,
-            rate_limit.retry_delay(),
+            rate_limit.retry_delay(*status),
             context,
         );
     }

@@ -412,3 +412,31 @@ async fn html_error_pages_do_not_leak() {
             .all(|v| !v.contains("SECRET-INTERNAL"))
     );
 }
+
+#[tokio::test]
+async fn an_upstream_that_echoes_the_key_does_not_leak_it() {
+    let harness = Harness::start().await;
+    let key = commenda_sync_gateway::emulator::DEMO_API_KEY;
+    for code in [400, 403, 409, 422] {
+        let body = format!(
+            r#"{{"error":{{"status_code":{code},"message":"api_key {key} may not do this",
+            "request_id":"r-{key}","fields":[{{"field":"{key}","message":"bad {key}"}}]}}}}"#
+        );
+        let kind = FaultKind::Status {
+            code,
+            retry_after: None,
+            body: Some(body),
+        };
+        let status = get_sync_with(&harness, kind).await;
+        assert!(
+            status.message().contains("[redacted]"),
+            "{}",
+            status.message()
+        );
+        let details = format!("{:?}", status.get_error_details());
+        assert!(
+            !status.message().contains(key) && !details.contains(key),
+            "{status:?}"
+        );
+    }
+}

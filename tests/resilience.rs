@@ -401,13 +401,15 @@ async fn one_saturated_key_does_not_block_another() {
         tokio::spawn(async move { slow.get_sync(pb::GetSyncRequest { sync_id: id }).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let mut second = Request::new(pb::GetSyncRequest {
+    // A different read, so it cannot share the first one's request.
+    let mut second = Request::new(pb::ListSyncJobsRequest {
         sync_id: sync.id.clone(),
+        ..Default::default()
     });
     second.set_timeout(Duration::from_millis(200));
     let status = harness
         .syncs()
-        .get_sync(second)
+        .list_sync_jobs(second)
         .await
         .expect_err("key saturated");
     assert_eq!(status.code(), Code::ResourceExhausted);
@@ -428,4 +430,42 @@ async fn one_saturated_key_does_not_block_another() {
         .await
         .expect("joined")
         .expect("the slow call completes");
+}
+
+#[tokio::test]
+async fn identical_concurrent_reads_share_one_upstream_request() {
+    let harness = Harness::start().await;
+    let sync = seeded_sync(&harness).await;
+    harness.emulator.reset_counters();
+    let delay = FaultKind::Delay(Duration::from_millis(300));
+    harness
+        .emulator
+        .inject(Fault::on(Route::GetSync, delay).times(1));
+
+    let calls = (0..20).map(|_| {
+        let mut client = harness.syncs();
+        let get = pb::GetSyncRequest {
+            sync_id: sync.id.clone(),
+        };
+        tokio::spawn(async move { client.get_sync(get).await })
+    });
+    for answer in futures::future::join_all(calls).await {
+        let answer = answer.expect("joined").expect("found").into_inner();
+        assert_eq!(answer.sync.expect("sync").id, sync.id);
+    }
+    assert_eq!(harness.emulator.counters().for_route(Route::GetSync), 1);
+
+    let other = with_key(
+        pb::GetSyncRequest {
+            sync_id: sync.id.clone(),
+        },
+        OTHER_API_KEY,
+    );
+    let status = harness
+        .syncs()
+        .get_sync(other)
+        .await
+        .expect_err("another key reads alone");
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(harness.emulator.counters().for_route(Route::GetSync), 2);
 }

@@ -28,7 +28,7 @@ pub use sync_service::SyncApi;
 
 /// Time kept back from the caller's deadline, so that an upstream timeout can still be
 /// reported before the caller gives up.
-const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
+const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 
 /// State shared by every handler.
 #[derive(Debug)]
@@ -230,7 +230,7 @@ impl Gateway {
                 validate::request_id(field, value).map(str::to_owned)
             })?),
         };
-        let time_left = grpc_timeout(metadata).map(|t| t.saturating_sub(DEADLINE_MARGIN));
+        let time_left = grpc_timeout(metadata).map(|t| t.saturating_sub(margin(t)));
         Ok(CallMeta {
             key,
             source,
@@ -274,12 +274,12 @@ impl Gateway {
             param: call.param,
             query: call.query,
             body: call.body,
-            key: &meta.key,
+            key: meta.key.clone(),
             source: meta.source,
-            request_id: meta.request_id.as_deref(),
+            request_id: meta.request_id.clone(),
             time_left: meta.time_left,
-            idempotency_key: call.idempotency_key.as_deref(),
-            traceparent: meta.traceparent.as_deref(),
+            idempotency_key: call.idempotency_key,
+            traceparent: meta.traceparent.clone(),
         };
         match self.upstream.send(request).await {
             Ok(reply) => Ok(Answer { reply, context }),
@@ -327,6 +327,11 @@ pub fn valid_traceparent(value: &str) -> bool {
         && hex(parts[2], 16)
         && parts[2].bytes().any(|b| b != b'0')
         && hex(parts[3], 2)
+}
+
+/// The share of the caller's time kept back: 50 ms, or a quarter of very short deadlines.
+fn margin(deadline: Duration) -> Duration {
+    DEADLINE_MARGIN.min(deadline / 4)
 }
 
 /// The caller's deadline from the `grpc-timeout` header (`<digits><unit>`), if any.

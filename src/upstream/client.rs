@@ -10,6 +10,7 @@ use serde_json::Value;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use super::envelope::{self, EnvelopeError, ErrorBody};
+use super::flight::Flights;
 use super::health::{UpstreamHealth, Verdict};
 use super::limiter::KeyLimiter;
 use super::retry::RetryPolicy;
@@ -17,8 +18,8 @@ use super::{ApiKey, CredentialSource, Endpoint, PathParam};
 use crate::metrics::Metrics;
 
 /// Everything needed for one upstream call. Built by the handlers from validated input.
-#[derive(Debug)]
-pub struct UpstreamRequest<'a> {
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
     /// Which route to call.
     pub endpoint: Endpoint,
     /// The route's path parameter.
@@ -28,17 +29,17 @@ pub struct UpstreamRequest<'a> {
     /// The JSON body, for writes.
     pub body: Option<Value>,
     /// The key sent as the `api_key` header.
-    pub key: &'a ApiKey,
+    pub key: ApiKey,
     /// Whose key it is: a refusal of the gateway's own key counts against upstream health.
     pub source: CredentialSource,
     /// The caller's `x-request-id`, already validated, forwarded as is.
-    pub request_id: Option<&'a str>,
+    pub request_id: Option<String>,
     /// How long the caller can still wait; `None` leaves only the gateway's own limit.
     pub time_left: Option<Duration>,
     /// The caller's idempotency id for a write, forwarded as `Idempotency-Key`.
-    pub idempotency_key: Option<&'a str>,
+    pub idempotency_key: Option<String>,
     /// The caller's W3C trace context, already validated, forwarded as `traceparent`.
-    pub traceparent: Option<&'a str>,
+    pub traceparent: Option<String>,
 }
 
 /// A successful, decoded upstream answer.
@@ -83,14 +84,17 @@ impl RateLimitInfo {
         }
     }
 
-    /// How long a caller should wait before retrying, when the upstream said.
-    pub fn retry_delay(&self) -> Option<Duration> {
-        self.retry_after.or(self.reset)
+    /// How long a caller should wait before retrying, when the upstream said: `Retry-After`,
+    /// or for a 429 the rate-limit reset. A zero wait says nothing and is dropped.
+    pub fn retry_delay(&self, status: u16) -> Option<Duration> {
+        let reset = if status == 429 { self.reset } else { None };
+        self.retry_after.or(reset).filter(|delay| !delay.is_zero())
     }
 }
 
-/// Why an upstream call did not produce a usable answer.
-#[derive(Debug, thiserror::Error)]
+/// Why an upstream call did not produce a usable answer. Cloneable, so that callers
+/// sharing one request each get the outcome.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     /// The upstream answered with a non-2xx status.
     #[error("upstream answered {status}")]
@@ -104,7 +108,7 @@ pub enum UpstreamError {
     },
     /// No answer: connection refused or reset, TLS failure, connection dropped mid-body.
     #[error("upstream unreachable")]
-    Unreachable(#[source] reqwest::Error),
+    Unreachable(#[source] Arc<reqwest::Error>),
     /// The caller's deadline passed before the upstream answered.
     #[error("upstream did not answer within the caller's deadline")]
     DeadlineExceeded,
@@ -181,6 +185,7 @@ pub struct UpstreamClient {
     limiter: Arc<KeyLimiter>,
     health: Arc<UpstreamHealth>,
     metrics: Option<Arc<Metrics>>,
+    flights: Arc<Flights>,
 }
 
 impl UpstreamClient {
@@ -214,6 +219,7 @@ impl UpstreamClient {
             limiter,
             health,
             metrics: None,
+            flights: Arc::new(Flights::default()),
         }
     }
 
@@ -259,23 +265,57 @@ impl UpstreamClient {
 
     /// Sends one request and decodes its answer, within the caller's time and the
     /// gateway's own limit, retrying reads that failed for a passing reason.
-    pub async fn send(&self, request: UpstreamRequest<'_>) -> Result<Reply, UpstreamError> {
+    ///
+    /// Identical reads under one key that overlap in time share one upstream request
+    /// (single flight): the first caller's request is made within its deadline, and the
+    /// others wait for its answer, each within its own. A joiner that got the first
+    /// caller's deadline or saturation failure while it still has time makes its own
+    /// request. A read that carries the caller's own `x-request-id` is always made on its
+    /// own, so that the id reaches the upstream.
+    pub async fn send(&self, request: UpstreamRequest) -> Result<Reply, UpstreamError> {
+        if !request.endpoint.is_read() || request.request_id.is_some() {
+            return self.send_alone(request).await;
+        }
+        let deadline = request.time_left.map(|left| Instant::now() + left);
+        let (flight, leader) = self.flights.join(&request, |request| {
+            let client = self.clone();
+            async move { client.send_alone(request).await }
+        });
+        let result = match deadline {
+            None => flight.await,
+            Some(deadline) => tokio::time::timeout_at(deadline, flight)
+                .await
+                .unwrap_or(Err(UpstreamError::DeadlineExceeded)),
+        };
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        match result {
+            Err(UpstreamError::DeadlineExceeded | UpstreamError::Saturated)
+                if !leader && left.is_none_or(|left| !left.is_zero()) =>
+            {
+                self.send_alone(UpstreamRequest {
+                    time_left: left,
+                    ..request
+                })
+                .await
+            }
+            other => other,
+        }
+    }
+
+    async fn send_alone(&self, request: UpstreamRequest) -> Result<Reply, UpstreamError> {
         let endpoint = request.endpoint;
         let span = debug_span!(
             "upstream",
             upstream.route = endpoint.name(),
             upstream.status = tracing::field::Empty,
             upstream.attempts = tracing::field::Empty,
-            trace.parent = request.traceparent,
+            trace.parent = request.traceparent.as_deref(),
             key = %request.key,
         );
         self.send_with_retries(request).instrument(span).await
     }
 
-    async fn send_with_retries(
-        &self,
-        request: UpstreamRequest<'_>,
-    ) -> Result<Reply, UpstreamError> {
+    async fn send_with_retries(&self, request: UpstreamRequest) -> Result<Reply, UpstreamError> {
         let deadline = request.time_left.map(|left| Instant::now() + left);
         let mut attempt = 1;
         loop {
@@ -304,7 +344,7 @@ impl UpstreamClient {
     /// deadline and the gateway's own timeout.
     async fn attempt(
         &self,
-        request: &UpstreamRequest<'_>,
+        request: &UpstreamRequest,
         deadline: Option<Instant>,
     ) -> Result<Reply, UpstreamError> {
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -312,7 +352,7 @@ impl UpstreamClient {
             Some(left) if left < self.options.timeout => (left, true),
             _ => (self.options.timeout, false),
         };
-        let permit = self.limiter.acquire(request.key, limit).await;
+        let permit = self.limiter.acquire(&request.key, limit).await;
         let Some(_permit) = permit else {
             return Err(UpstreamError::Saturated);
         };
@@ -334,13 +374,13 @@ impl UpstreamClient {
         result
     }
 
-    async fn exchange(&self, request: &UpstreamRequest<'_>) -> Result<Reply, UpstreamError> {
+    async fn exchange(&self, request: &UpstreamRequest) -> Result<Reply, UpstreamError> {
         let endpoint = request.endpoint;
         let response = self
             .build(request)
             .send()
             .await
-            .map_err(UpstreamError::Unreachable)?;
+            .map_err(|e| UpstreamError::Unreachable(Arc::new(e)))?;
 
         let status = response.status().as_u16();
         tracing::Span::current().record("upstream.status", status);
@@ -348,18 +388,19 @@ impl UpstreamClient {
         let body = self.read_body(response).await?;
 
         if !(200..300).contains(&status) {
-            debug!(status, body = %preview(&body), "upstream error answer");
-            let body = Box::new(ErrorBody::decode(&body));
+            let key = request.key.expose();
+            debug!(status, body = %redact(&preview(&body), key), "upstream error answer");
+            let body = Box::new(ErrorBody::decode(&body).redact(key));
             return Err(UpstreamError::Status {
                 status,
                 body,
                 rate_limit,
             });
         }
-        decode(endpoint, status, &body, rate_limit)
+        decode(endpoint, status, &body, rate_limit, request.key.expose())
     }
 
-    fn build(&self, request: &UpstreamRequest<'_>) -> reqwest::RequestBuilder {
+    fn build(&self, request: &UpstreamRequest) -> reqwest::RequestBuilder {
         let url = format!("{}{}", self.base_url, request.endpoint.path(&request.param));
         let mut builder = self
             .http
@@ -369,13 +410,13 @@ impl UpstreamClient {
         if !request.query.is_empty() {
             builder = builder.query(&request.query);
         }
-        if let Some(id) = request.request_id {
+        if let Some(id) = &request.request_id {
             builder = builder.header("x-request-id", id);
         }
-        if let Some(traceparent) = request.traceparent {
+        if let Some(traceparent) = &request.traceparent {
             builder = builder.header("traceparent", traceparent);
         }
-        if let Some(key) = request.idempotency_key {
+        if let Some(key) = &request.idempotency_key {
             builder = builder.header("idempotency-key", key);
         }
         if let Some(body) = &request.body {
@@ -398,7 +439,11 @@ impl UpstreamClient {
         }
 
         let mut body = Vec::with_capacity(declared.unwrap_or(0));
-        while let Some(chunk) = response.chunk().await.map_err(UpstreamError::Unreachable)? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| UpstreamError::Unreachable(Arc::new(e)))?
+        {
             if body.len() + chunk.len() > limit {
                 return Err(UpstreamError::TooLarge { limit });
             }
@@ -413,6 +458,18 @@ fn decode(
     status: u16,
     body: &[u8],
     rate_limit: RateLimitInfo,
+    key: &str,
+) -> Result<Reply, UpstreamError> {
+    decode_body(endpoint, status, body, rate_limit).inspect_err(|error| {
+        warn!(status, body = %redact(&preview(body), key), %error, "undecodable upstream answer");
+    })
+}
+
+fn decode_body(
+    endpoint: Endpoint,
+    status: u16,
+    body: &[u8],
+    rate_limit: RateLimitInfo,
 ) -> Result<Reply, UpstreamError> {
     match envelope::decode_success(body, endpoint.has_data()) {
         Ok(success) => Ok(Reply {
@@ -421,15 +478,18 @@ fn decode(
             rate_limit,
             status,
         }),
-        Err(source) => {
-            warn!(status, body = %preview(body), %source, "undecodable upstream answer");
-            Err(UpstreamError::Malformed {
-                status,
-                request_id: None,
-                source,
-            })
-        }
+        Err(source) => Err(UpstreamError::Malformed {
+            status,
+            request_id: None,
+            source,
+        }),
     }
+}
+
+/// Removes the API key from upstream text, should the upstream echo it back: the text may
+/// reach a log or a caller who sent no key (the gateway's default key was used).
+fn redact(text: &str, key: &str) -> String {
+    text.replace(key, "[redacted]")
 }
 
 /// The start of a body, for the log: enough to diagnose, bounded in size.

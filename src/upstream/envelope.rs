@@ -7,7 +7,7 @@ use serde_json::Value;
 const MAX_MESSAGE_CHARS: usize = 200;
 
 /// Why a 2xx body could not be used.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum EnvelopeError {
     /// The body is not JSON (HTML from a proxy, truncated, empty ...).
     #[error("the body is not valid JSON")]
@@ -72,6 +72,20 @@ pub struct ErrorBody {
 }
 
 impl ErrorBody {
+    /// The same body with every occurrence of `secret` replaced, in every text it holds.
+    pub fn redact(self, secret: &str) -> Self {
+        let clean = |text: String| text.replace(secret, "[redacted]");
+        Self {
+            message: self.message.map(clean),
+            request_id: self.request_id.map(clean),
+            fields: self
+                .fields
+                .into_iter()
+                .map(|(f, m)| (clean(f), clean(m)))
+                .collect(),
+        }
+    }
+
     /// Decodes any body; never fails, returns what it found.
     pub fn decode(body: &[u8]) -> Self {
         let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {

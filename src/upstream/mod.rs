@@ -9,6 +9,7 @@
 mod client;
 mod credentials;
 mod envelope;
+mod flight;
 mod health;
 mod limiter;
 mod retry;

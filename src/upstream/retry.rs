@@ -47,7 +47,7 @@ impl RetryPolicy {
                 ..
             } => {
                 let wait = rate_limit
-                    .retry_delay()
+                    .retry_delay(429)
                     .unwrap_or_else(|| self.backoff(next));
                 (wait <= self.max_delay).then_some(wait)
             }
