@@ -428,11 +428,11 @@ async fn an_upstream_that_echoes_the_key_does_not_leak_it() {
             body: Some(body),
         };
         let status = get_sync_with(&harness, kind).await;
-        assert!(
-            status.message().contains("[redacted]"),
-            "{}",
-            status.message()
-        );
+        if code != 403 {
+            // With the gateway's own key a 403 is reported without the upstream's words.
+            let message = status.message();
+            assert!(message.contains("[redacted]"), "{message}");
+        }
         let details = format!("{:?}", status.get_error_details());
         assert!(
             !status.message().contains(key) && !details.contains(key),
