@@ -2,8 +2,8 @@
 //! and details the caller receives, and how many times the gateway asked the upstream.
 //!
 //! The table lives in [`rows`]. Each row gets a fresh emulator and gateway, and the rows
-//! run side by side; within a row the nine RPCs run one after the other, each against a
-//! fault that fires on every attempt. `docs/fault-matrix.md` shows the same table, rendered
+//! run side by side (the slow upstream's alone, after the others); within a row the nine
+//! RPCs run one after the other, each against a fault that fires on every attempt. `docs/fault-matrix.md` shows the same table, rendered
 //! by [`render`]; `the_document_shows_this_matrix` keeps the two in step.
 
 mod common;
