@@ -195,3 +195,83 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    /// Any JSON value, nested a few levels deep.
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                prop::collection::btree_map(any::<String>(), inner, 0..6)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A success or an error envelope around any values.
+    fn envelopes() -> impl Strategy<Value = Vec<u8>> {
+        (json(), json(), json(), any::<bool>()).prop_map(|(data, id, fields, error)| {
+            let value = if error {
+                json!({"error": {"message": data, "request_id": id, "fields": fields}})
+            } else {
+                json!({"data": data, "request_id": id})
+            };
+            serde_json::to_vec(&value).unwrap_or_default()
+        })
+    }
+
+    /// Envelopes whole or cut anywhere, and plain random bytes.
+    fn bodies() -> impl Strategy<Value = Vec<u8>> {
+        let cut = (envelopes(), any::<prop::sample::Index>())
+            .prop_map(|(body, at)| body[..at.index(body.len() + 1)].to_vec());
+        let noise = prop::collection::vec(any::<u8>(), 0..256);
+        prop_oneof![envelopes(), cut, noise]
+    }
+
+    proptest! {
+        #[test]
+        fn success_decoding_never_panics_and_keeps_its_promises(
+            body in bodies(),
+            needs_data in any::<bool>(),
+        ) {
+            let Ok(success) = decode_success(&body, needs_data) else {
+                return Ok(());
+            };
+            if needs_data {
+                prop_assert!(success.data.is_object());
+            }
+            let blank = body.iter().all(u8::is_ascii_whitespace);
+            if !blank {
+                let parsed: Value = serde_json::from_slice(&body).expect("decoded as JSON");
+                prop_assert!(parsed.is_object());
+                let id = parsed.get("request_id").and_then(Value::as_str);
+                prop_assert_eq!(success.request_id.as_deref(), id);
+            }
+        }
+
+        #[test]
+        fn error_decoding_never_panics_and_yields_safe_text(body in bodies()) {
+            let error = ErrorBody::decode(&body);
+            let texts = error.message.iter().chain(&error.request_id);
+            let fields = error.fields.iter().flat_map(|(f, m)| [f, m]);
+            for text in texts.chain(fields) {
+                prop_assert!(text.chars().count() <= MAX_MESSAGE_CHARS, "{text:?}");
+                prop_assert!(!text.chars().any(char::is_control), "{text:?}");
+            }
+            prop_assert!(error.fields.len() <= 20);
+        }
+    }
+}
