@@ -1,10 +1,10 @@
 # syntax=docker/dockerfile:1
 #
-# Container image of the gateway: a Rust build stage, then a small Debian runtime that runs
-# the binary as an unprivileged user.
+# Container image of the gateway: a Rust build stage, then a slim Debian runtime that holds
+# only the binary and runs it as an unprivileged user.
 #
 #   docker build -t commenda-sync-gateway .
-#   docker run --rm -p 50051:50051 commenda-sync-gateway
+#   docker run --rm -p 50051:50051 -p 9090:9090 commenda-sync-gateway
 #
 # The build keeps cargo's registry and target directory in BuildKit cache mounts, so a
 # rebuild after a source change recompiles the crate only, not its dependencies.
@@ -24,12 +24,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -D -m 0755 target/release/commenda-sync-gateway /out/commenda-sync-gateway
 
 
+# The same Debian release as the build stage, so the binary finds the glibc it was linked
+# against. No CA bundle is installed: the gateway trusts the root certificates compiled into
+# it (webpki-roots), plus a private CA given with GATEWAY_UPSTREAM_CA_FILE.
 FROM debian:bookworm-slim AS runtime
-
-# CA roots for the upstream's TLS (and for a custom CA given with GATEWAY_UPSTREAM_CA_FILE).
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/*
 
 COPY --from=build /out/commenda-sync-gateway /usr/local/bin/commenda-sync-gateway
 
