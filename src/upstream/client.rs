@@ -1,11 +1,13 @@
 //! The HTTP call itself: one pooled reqwest client, bounded in time and in body size.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderMap, HeaderValue, RETRY_AFTER};
 use serde_json::Value;
 use tracing::{Instrument, debug, debug_span, warn};
 
+use super::budget::{BudgetConfig, Budgets};
 use super::envelope::{self, EnvelopeError, ErrorBody};
 use super::{ApiKey, Endpoint, PathParam};
 
@@ -126,13 +128,15 @@ impl UpstreamError {
     }
 }
 
-/// A pooled client for one upstream base URL.
+/// A pooled client for one upstream base URL. Clones share the pool and the per-key
+/// request budgets.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
     http: reqwest::Client,
     base_url: String,
     timeout: Duration,
     max_body_bytes: usize,
+    budgets: Arc<Budgets>,
 }
 
 impl UpstreamClient {
@@ -164,7 +168,20 @@ impl UpstreamClient {
             base_url,
             timeout,
             max_body_bytes,
+            budgets: Arc::new(Budgets::new(BudgetConfig::default())),
         }
+    }
+
+    /// Replaces the per-key request budget settings (the default is
+    /// [`BudgetConfig::default`]).
+    pub fn with_budget(mut self, config: BudgetConfig) -> Self {
+        self.budgets = Arc::new(Budgets::new(config));
+        self
+    }
+
+    /// The per-key request budgets this client spends.
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
     }
 
     /// The base URL requests go to.
@@ -172,9 +189,37 @@ impl UpstreamClient {
         &self.base_url
     }
 
-    /// Sends one request and decodes its answer, within the caller's time and the
-    /// gateway's own limit.
+    /// Sends one request a caller asked for and decodes its answer, within the caller's
+    /// time and the gateway's own limit. It never waits for the key's budget; it only
+    /// spends from it.
     pub async fn send(&self, request: UpstreamRequest<'_>) -> Result<Reply, UpstreamError> {
+        self.budgets.debit(request.key);
+        self.send_spent(request).await
+    }
+
+    /// Sends one background (polling) request: waits for a token of the key's budget
+    /// first, so pollers slow down instead of running the key into 429.
+    pub async fn send_polled(&self, request: UpstreamRequest<'_>) -> Result<Reply, UpstreamError> {
+        self.budgets.acquire(request.key).await;
+        self.send_spent(request).await
+    }
+
+    /// Sends a request whose token is already taken, and feeds the answer's rate-limit
+    /// headers back to the budget.
+    async fn send_spent(&self, request: UpstreamRequest<'_>) -> Result<Reply, UpstreamError> {
+        let key = request.key.clone();
+        let result = self.send_traced(request).await;
+        match &result {
+            Ok(reply) => self.budgets.calibrate(&key, &reply.rate_limit, false),
+            Err(UpstreamError::Status {
+                status, rate_limit, ..
+            }) => self.budgets.calibrate(&key, rate_limit, *status == 429),
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn send_traced(&self, request: UpstreamRequest<'_>) -> Result<Reply, UpstreamError> {
         let endpoint = request.endpoint;
         let span = debug_span!(
             "upstream",
