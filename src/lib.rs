@@ -11,6 +11,7 @@
 //! - [`validate`]: checks of caller input, run before any upstream call.
 //! - [`page_token`]: opaque, tamper-evident page tokens bound to their filters.
 //! - [`convert`]: REST JSON models to and from proto messages.
+//! - [`watch`]: the shared, rate-budgeted pollers behind the streaming RPCs.
 //! - [`grpc`]: the tonic service handlers.
 //! - [`server`]: builds and runs the tonic server with reflection, health and shutdown.
 
@@ -26,3 +27,4 @@ pub mod server;
 pub mod status;
 pub mod upstream;
 pub mod validate;
+pub mod watch;

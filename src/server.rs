@@ -1,5 +1,6 @@
 //! Builds and runs the tonic server: the two services, reflection (v1 and v1alpha), health,
-//! a span per RPC, and a graceful drain bounded by a deadline.
+//! a span per RPC, and a graceful drain bounded by a deadline that first ends open watch
+//! streams.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
@@ -19,7 +20,8 @@ use crate::grpc::{Gateway, SyncApi, SyncConfigApi};
 use crate::page_token::PageTokens;
 use crate::pb::v1::sync_config_service_server::SyncConfigServiceServer;
 use crate::pb::v1::sync_service_server::SyncServiceServer;
-use crate::upstream::{ApiKey, UpstreamClient};
+use crate::upstream::{ApiKey, BudgetConfig, UpstreamClient};
+use crate::watch::{WatchSettings, Watches};
 
 /// Everything the server needs, independent of how it was configured.
 #[derive(Debug, Clone)]
@@ -38,6 +40,10 @@ pub struct Settings {
     pub page_token_secret: Option<String>,
     /// How long in-flight calls may take to finish after shutdown starts.
     pub drain_timeout: Duration,
+    /// The request budget per API key shared by pollers and unary calls.
+    pub request_budget: BudgetConfig,
+    /// How the watch pollers and streams behave.
+    pub watch: WatchSettings,
 }
 
 impl Settings {
@@ -51,6 +57,8 @@ impl Settings {
             max_upstream_body_bytes: 4 * 1024 * 1024,
             page_token_secret: None,
             drain_timeout: Duration::from_secs(10),
+            request_budget: BudgetConfig::default(),
+            watch: WatchSettings::default(),
         }
     }
 }
@@ -110,19 +118,23 @@ pub fn spawn(listener: TcpListener, settings: Settings) -> Result<RunningServer,
 }
 
 /// Serves on `listener` until `shutdown` resolves, then drains: health turns NOT_SERVING,
-/// new calls are refused, and in-flight calls get `drain_timeout` to finish.
+/// open watch streams end with UNAVAILABLE, new calls are refused, and in-flight calls get
+/// `drain_timeout` to finish.
 pub async fn serve(
     listener: TcpListener,
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let gateway = build_gateway(&settings)?;
+    let (gateway, upstream) = build_gateway(&settings)?;
+    let (draining, drain_signal) = watch::channel(false);
+    let watches = Watches::new(upstream, settings.watch, drain_signal);
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
 
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = TcpListenerStream::new(listener);
-    let server = router(gateway, health_service)?.serve_with_incoming_shutdown(incoming, async {
+    let router = router(gateway, watches, health_service)?;
+    let server = router.serve_with_incoming_shutdown(incoming, async {
         let _ = stopped.await;
     });
     tokio::pin!(server);
@@ -132,6 +144,7 @@ pub async fn serve(
         () = shutdown => info!("shutdown requested; draining"),
     }
     set_health(&health, ServingStatus::NotServing).await;
+    draining.send_replace(true);
     let _ = stop.send(());
     match tokio::time::timeout(settings.drain_timeout, server).await {
         Ok(result) => result.map_err(ServeError::Transport),
@@ -142,24 +155,29 @@ pub async fn serve(
     }
 }
 
-fn build_gateway(settings: &Settings) -> Result<Arc<Gateway>, ServeError> {
+/// The handlers' shared state, and the upstream client (sharing its pool and budgets) for
+/// the pollers.
+fn build_gateway(settings: &Settings) -> Result<(Arc<Gateway>, UpstreamClient), ServeError> {
     let upstream = UpstreamClient::new(
         &settings.upstream_url,
         settings.upstream_timeout,
         settings.max_upstream_body_bytes,
     )
-    .map_err(ServeError::Client)?;
+    .map_err(ServeError::Client)?
+    .with_budget(settings.request_budget);
     let tokens = PageTokens::new(settings.page_token_secret.as_deref());
-    Ok(Gateway::new(
-        upstream,
+    let gateway = Gateway::new(
+        upstream.clone(),
         tokens,
         settings.default_key.clone(),
         settings.require_caller_key,
-    ))
+    );
+    Ok((gateway, upstream))
 }
 
 fn router(
     gateway: Arc<Gateway>,
+    watches: Watches,
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
@@ -173,7 +191,10 @@ fn router(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(SyncServiceServer::new(SyncApi::new(gateway.clone())))
+        .add_service(SyncServiceServer::new(SyncApi::new(
+            gateway.clone(),
+            watches,
+        )))
         .add_service(SyncConfigServiceServer::new(SyncConfigApi::new(gateway)));
     Ok(router)
 }

@@ -3,6 +3,7 @@
 
 mod config_service;
 mod sync_service;
+mod watch_rpcs;
 
 use std::sync::Arc;
 use std::time::Duration;

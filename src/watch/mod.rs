@@ -1,0 +1,138 @@
+//! The shared pollers behind the streaming RPCs.
+//!
+//! The REST API has no push and allows about 100 requests per minute per key, so watchers
+//! cannot each poll. Instead there is one poller per (credential, sync), started by the
+//! first subscriber and stopped when the last one leaves. It publishes into a latest-value
+//! cell ([`tokio::sync::watch`]): a slow subscriber skips intermediate states instead of
+//! slowing the poller or the others, and memory stays one state per sync whatever the
+//! number of subscribers. Pollers spend the key's request budget
+//! ([`crate::upstream::Budgets`]) and wait for it.
+//!
+//! - `state`: what a poller publishes, and the content revision of a state.
+//! - `poller`: the polling task.
+//! - `stream`: the `WatchSync` stream type and the `WaitSync` long-poll.
+
+mod poller;
+mod state;
+mod stream;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::upstream::{ApiKey, CredentialSource, UpstreamClient};
+
+pub use state::{End, Observation};
+pub use stream::{WaitOutcome, WatchSyncStream, wait};
+
+/// How the pollers and streams behave.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WatchSettings {
+    /// Time between polls of a running sync. Default 2 s.
+    pub poll_interval: Duration,
+    /// Time between polls of a sync that is not running (not started, or a status this
+    /// gateway does not know), with ±20% jitter. Default 10 s.
+    pub idle_poll_interval: Duration,
+    /// Time between heartbeats on a stream. Default 15 s.
+    pub heartbeat_interval: Duration,
+    /// Temporary failures in a row after which a watch ends with UNAVAILABLE. Default 10.
+    pub max_failures: u32,
+    /// How long polls may keep failing before a watch ends with UNAVAILABLE, whatever
+    /// their number. Default 120 s.
+    pub failure_budget: Duration,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(2),
+            idle_poll_interval: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(15),
+            max_failures: 10,
+            failure_budget: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What one poller watches, and with which credential: pollers are never shared between
+/// keys, so no caller sees what another caller's key fetched.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// The key the poller sends.
+    pub key: ApiKey,
+    /// Where the key came from (a rejected default key is reported differently).
+    pub source: CredentialSource,
+    /// The sync, already validated.
+    pub sync_id: String,
+}
+
+type Pollers = HashMap<Target, Arc<watch::Sender<Observation>>>;
+type Registry = Arc<Mutex<Pollers>>;
+
+fn lock(registry: &Registry) -> MutexGuard<'_, Pollers> {
+    registry.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The running pollers, and what streams need to end at shutdown.
+#[derive(Debug, Clone)]
+pub struct Watches {
+    client: UpstreamClient,
+    settings: WatchSettings,
+    registry: Registry,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Watches {
+    /// No pollers yet. `shutdown` turns true when the server starts draining; open streams
+    /// then end with UNAVAILABLE.
+    pub fn new(
+        client: UpstreamClient,
+        settings: WatchSettings,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            client,
+            settings,
+            registry: Arc::default(),
+            shutdown,
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &WatchSettings {
+        &self.settings
+    }
+
+    /// How many pollers run now.
+    pub fn poller_count(&self) -> usize {
+        lock(&self.registry).len()
+    }
+
+    /// Subscribes to the poller of `target`, starting it if none runs. Dropping the
+    /// receiver unsubscribes; the poller stops when its last receiver is gone.
+    pub fn subscribe(&self, target: Target) -> watch::Receiver<Observation> {
+        let mut pollers = lock(&self.registry);
+        if let Some(feed) = pollers.get(&target) {
+            return feed.subscribe();
+        }
+        let (feed, receiver) = watch::channel(Observation::default());
+        let feed = Arc::new(feed);
+        pollers.insert(target.clone(), Arc::clone(&feed));
+        drop(pollers);
+        poller::Poller::spawn(
+            self.client.clone(),
+            self.settings,
+            target,
+            feed,
+            Arc::clone(&self.registry),
+        );
+        receiver
+    }
+
+    /// A receiver of the shutdown flag.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+}
