@@ -10,7 +10,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use commenda_sync_gateway::emulator::{
-    DEMO_API_KEY, EmulatorConfig, Fault, FaultKind, JobTiming, OTHER_API_KEY, Route,
+    CompanySeed, DEMO_API_KEY, EmulatorConfig, Fault, FaultKind, JobTiming, OTHER_API_KEY,
+    RateLimitConfig, Route,
 };
 use commenda_sync_gateway::pb::v1::{self as pb, watch_sync_response::Event};
 use commenda_sync_gateway::server::Settings;
@@ -490,4 +491,73 @@ async fn wait_sync_refuses_a_negative_timeout() {
         .await
         .expect_err("refused");
     common::assert_invalid_field(&status, "timeout");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_delays_nobody_then_gets_the_latest_state() {
+    let harness = harness(|_| {}).await;
+    let sync_id = create_sync(&harness).await;
+    let mut reader = watch(&harness, &sync_id).await;
+    let mut sleeper = watch(&harness, &sync_id).await;
+    next_state(&mut reader).await;
+    next_state(&mut sleeper).await;
+
+    harness.emulator.advance(Duration::from_secs(11));
+    next_state(&mut reader).await;
+    harness.emulator.advance(Duration::from_secs(61));
+    let done = next_state(&mut reader).await;
+    assert_eq!(status_of(&done), pb::SyncStatus::Success);
+    assert!(next(&mut reader).await.is_none());
+
+    let mut last = None;
+    while let Some(event) = next(&mut sleeper).await {
+        if let Event::State(state) = event.expect("no error") {
+            last = Some(state);
+        }
+    }
+    assert_eq!(last.expect("a state").revision, done.revision);
+}
+
+#[tokio::test]
+async fn pollers_of_many_syncs_stay_within_the_upstream_rate_limit() {
+    const SYNCS: usize = 12;
+    let mut config = slow_emulator();
+    config.rate_limit = Some(RateLimitConfig {
+        per_minute: 1200,
+        burst: 20,
+    });
+    config.organizations[0].companies = (0..SYNCS as i64)
+        .map(|i| CompanySeed::new(1000 + i, "Budget Test Co", "XERO"))
+        .collect();
+    let harness = Harness::with(config, |settings| {
+        fast_watch(settings);
+        settings.request_budget.per_minute = 900;
+        settings.request_budget.burst = 10;
+    })
+    .await;
+
+    let mut streams = Vec::new();
+    for i in 0..SYNCS as i64 {
+        let request = pb::CreateSyncRequest {
+            company_id: 1000 + i,
+            ..Default::default()
+        };
+        let created = soon(harness.syncs().create_sync(request)).await;
+        let sync_id = created.expect("create").into_inner().sync_id;
+        streams.push(watch(&harness, &sync_id).await);
+    }
+    for stream in &mut streams {
+        next_state(stream).await;
+    }
+    harness.emulator.advance(Duration::from_secs(600));
+    for stream in &mut streams {
+        let mut last = next_state(stream).await;
+        while let Some(event) = next(stream).await {
+            if let Event::State(state) = event.expect("no error") {
+                last = state;
+            }
+        }
+        assert_ne!(status_of(&last), pb::SyncStatus::Running);
+    }
+    assert_eq!(harness.emulator.counters().for_status(429), 0);
 }
