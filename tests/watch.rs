@@ -561,3 +561,124 @@ async fn pollers_of_many_syncs_stay_within_the_upstream_rate_limit() {
     }
     assert_eq!(harness.emulator.counters().for_status(429), 0);
 }
+
+async fn watch_company(
+    harness: &Harness,
+    company_id: i64,
+) -> Streaming<pb::WatchCompanySyncsResponse> {
+    let request = pb::WatchCompanySyncsRequest {
+        company_id,
+        job_type: pb::JobType::Unspecified.into(),
+    };
+    let response = soon(harness.syncs().watch_company_syncs(request)).await;
+    response.expect("watch opens").into_inner()
+}
+
+/// The next list of added or changed syncs, skipping heartbeats.
+async fn next_change(
+    stream: &mut Streaming<pb::WatchCompanySyncsResponse>,
+) -> pb::CompanySyncsChange {
+    use pb::watch_company_syncs_response::Event as CompanyEvent;
+    loop {
+        let message = soon(stream.message()).await;
+        match message.map(|m| m.and_then(|m| m.event)) {
+            Ok(Some(CompanyEvent::Change(change))) => return change,
+            Ok(Some(CompanyEvent::Heartbeat(_))) => continue,
+            other => panic!("expected a change, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn company_watch_sends_every_sync_then_only_new_and_changed_ones() {
+    let harness = harness(|_| {}).await;
+    let mut stream = watch_company(&harness, 496).await;
+    let first = next_change(&mut stream).await;
+    assert_eq!(first.company_id, 496);
+    assert_eq!(first.syncs.len(), 2, "the seeded history: {first:?}");
+    assert!(first.syncs.iter().all(|s| s.company_id == 496));
+
+    let sync_id = create_sync(&harness).await;
+    let added = next_change(&mut stream).await;
+    assert_eq!(added.syncs.len(), 1, "{added:?}");
+    assert_eq!(added.syncs[0].id, sync_id);
+    assert_eq!(added.syncs[0].status(), pb::SyncStatus::Running);
+    assert_ne!(added.revision, first.revision);
+
+    harness.emulator.advance(Duration::from_secs(600));
+    let mut finished = next_change(&mut stream).await;
+    while finished.syncs[0].status() == pb::SyncStatus::Running {
+        finished = next_change(&mut stream).await;
+    }
+    assert_eq!(finished.syncs.len(), 1, "{finished:?}");
+    assert_eq!(finished.syncs[0].id, sync_id);
+    assert_eq!(finished.syncs[0].status(), pb::SyncStatus::Success);
+}
+
+#[tokio::test]
+async fn company_watch_shows_syncs_started_by_the_schedule() {
+    let harness = harness(|_| {}).await;
+    let mut stream = watch_company(&harness, 497).await;
+    next_change(&mut stream).await;
+
+    let auto = harness
+        .emulator
+        .start_auto_sync(497)
+        .expect("auto sync starts");
+    let added = next_change(&mut stream).await;
+    assert_eq!(added.syncs.len(), 1, "{added:?}");
+    assert_eq!(added.syncs[0].id, auto);
+    assert_eq!(added.syncs[0].sync_type(), pb::SyncType::AutoSync);
+}
+
+#[tokio::test]
+async fn company_watch_refuses_unknown_and_foreign_companies_and_bad_filters() {
+    let harness = harness(|_| {}).await;
+    for company_id in [12_345, 900] {
+        let request = pb::WatchCompanySyncsRequest {
+            company_id,
+            job_type: 0,
+        };
+        let status = soon(harness.syncs().watch_company_syncs(request))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    }
+
+    let request = pb::WatchCompanySyncsRequest {
+        company_id: 496,
+        job_type: pb::JobType::Custom.into(),
+    };
+    let status = soon(harness.syncs().watch_company_syncs(request))
+        .await
+        .expect_err("refused");
+    common::assert_invalid_field(&status, "job_type");
+}
+
+#[tokio::test]
+async fn company_streams_share_one_poller() {
+    const PERIOD: Duration = Duration::from_millis(600);
+    let harness = harness(|s| s.watch.idle_poll_interval = Duration::from_millis(50)).await;
+    let lists = |harness: &Harness| harness.emulator.counters().for_route(Route::ListSyncs);
+
+    let mut one = watch_company(&harness, 498).await;
+    next_change(&mut one).await;
+    let before = lists(&harness);
+    tokio::time::sleep(PERIOD).await;
+    let single = lists(&harness) - before;
+
+    let mut streams = Vec::new();
+    for _ in 0..50 {
+        let mut stream = watch_company(&harness, 498).await;
+        next_change(&mut stream).await;
+        streams.push(stream);
+    }
+    let before = lists(&harness);
+    tokio::time::sleep(PERIOD).await;
+    let many = lists(&harness) - before;
+    assert!(single >= 3, "one stream listed {single} times");
+    assert!(
+        many <= single * 2,
+        "51 streams listed {many} times, one stream {single}"
+    );
+}

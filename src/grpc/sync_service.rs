@@ -13,7 +13,7 @@ use crate::pb::v1::{self as pb, sync_service_server::SyncService};
 use crate::status::Violation;
 use crate::upstream::{Endpoint, PathParam};
 use crate::validate::{self, Violations};
-use crate::watch::{WatchSyncStream, Watches};
+use crate::watch::{WatchCompanySyncsStream, WatchSyncStream, Watches};
 
 /// The SyncService handlers.
 #[derive(Debug, Clone)]
@@ -31,7 +31,7 @@ impl SyncApi {
 
 /// The upstream `jobType` filter for a ListSyncs request; UNSPECIFIED means PULL, as
 /// upstream.
-fn job_type_filter(raw: i32) -> Result<&'static str, Violation> {
+pub(super) fn job_type_filter(raw: i32) -> Result<&'static str, Violation> {
     match pb::JobType::try_from(raw) {
         Ok(pb::JobType::Unspecified | pb::JobType::Pull) => Ok("PULL"),
         Ok(pb::JobType::Push) => Ok("PUSH"),
@@ -107,6 +107,15 @@ impl SyncService for SyncApi {
         request: Request<pb::WatchSyncRequest>,
     ) -> Result<Response<Self::WatchSyncStream>, Status> {
         self.watch(request).await
+    }
+
+    type WatchCompanySyncsStream = WatchCompanySyncsStream;
+
+    async fn watch_company_syncs(
+        &self,
+        request: Request<pb::WatchCompanySyncsRequest>,
+    ) -> Result<Response<Self::WatchCompanySyncsStream>, Status> {
+        self.watch_company(request).await
     }
 
     async fn wait_sync(

@@ -1,30 +1,23 @@
-//! The streaming and long-poll RPCs of `SyncService`: `WatchSync` and `WaitSync`, both
-//! served from the shared pollers of [`crate::watch`].
+//! The streaming and long-poll RPCs of `SyncService`: `WatchSync`, `WatchCompanySyncs` and
+//! `WaitSync`, all served from the shared pollers of [`crate::watch`].
 
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-use super::sync_service::sync_id;
-use super::{CallMeta, SyncApi};
+use super::SyncApi;
+use super::sync_service::{job_type_filter, sync_id};
 use crate::pb::v1 as pb;
 use crate::status::{self, Violation};
-use crate::watch::{self, Target, WatchSyncStream};
+use crate::validate::{self, Violations};
+use crate::watch::{self, WatchCompanySyncsStream, WatchStream, WatchSyncStream};
 
 /// How long WaitSync waits when the caller gives no timeout.
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 
 /// The longest WaitSync waits, whatever the caller asks.
 const MAX_WAIT: Duration = Duration::from_secs(300);
-
-fn target(meta: CallMeta, sync_id: String) -> Target {
-    Target {
-        key: meta.key,
-        source: meta.source,
-        sync_id,
-    }
-}
 
 /// The WaitSync timeout: the caller's (default 30 s, at most 300 s), cut to its deadline.
 fn wait_timeout(
@@ -54,10 +47,34 @@ impl SyncApi {
         let message = request.into_inner();
         let sync_id = sync_id(&message.sync_id)?;
 
-        let feed = self.watches.subscribe(target(meta, sync_id));
+        let feed = self.watches.subscribe_sync(meta.key, meta.source, sync_id);
         let heartbeat = self.watches.settings().heartbeat_interval;
         let shutdown = self.watches.shutdown_signal();
-        let stream = WatchSyncStream::open(feed, shutdown, message.revision, heartbeat).await?;
+        let stream = WatchStream::open(feed, shutdown, message.revision, heartbeat).await?;
+        Ok(Response::new(stream))
+    }
+
+    /// `WatchCompanySyncs`: subscribes to the company's shared poller and waits for its
+    /// first list.
+    #[instrument(skip_all, fields(company.id = request.get_ref().company_id))]
+    pub(super) async fn watch_company(
+        &self,
+        request: Request<pb::WatchCompanySyncsRequest>,
+    ) -> Result<Response<WatchCompanySyncsStream>, Status> {
+        let meta = self.gateway.meta(&request)?;
+        let message = request.into_inner();
+        let mut violations = Violations::default();
+        let company = violations.check(validate::company_id("company_id", message.company_id));
+        let job_type = violations.check(job_type_filter(message.job_type));
+        violations.finish()?;
+
+        let (company, job_type) = (company.unwrap_or_default(), job_type.unwrap_or_default());
+        let feed = self
+            .watches
+            .subscribe_company(meta.key, meta.source, company, job_type);
+        let heartbeat = self.watches.settings().heartbeat_interval;
+        let shutdown = self.watches.shutdown_signal();
+        let stream = WatchStream::open(feed, shutdown, 0, heartbeat).await?;
         Ok(Response::new(stream))
     }
 
@@ -73,7 +90,7 @@ impl SyncApi {
         let timeout = wait_timeout(message.timeout.as_ref(), meta.time_left)
             .map_err(|violation| status::invalid_argument(vec![violation]))?;
 
-        let feed = self.watches.subscribe(target(meta, sync_id));
+        let feed = self.watches.subscribe_sync(meta.key, meta.source, sync_id);
         let shutdown = self.watches.shutdown_signal();
         let outcome = watch::wait(feed, shutdown, message.revision, timeout).await?;
         Ok(Response::new(pb::WaitSyncResponse {

@@ -1,18 +1,22 @@
 //! The shared pollers behind the streaming RPCs.
 //!
 //! The REST API has no push and allows about 100 requests per minute per key, so watchers
-//! cannot each poll. Instead there is one poller per (credential, sync), started by the
-//! first subscriber and stopped when the last one leaves. It publishes into a latest-value
+//! cannot each poll. Instead there is one poller per (credential, sync), or per
+//! (credential, company, job type), started by the first subscriber and stopped when the
+//! last one leaves. It publishes into a latest-value
 //! cell ([`tokio::sync::watch`]): a slow subscriber skips intermediate states instead of
 //! slowing the poller or the others, and memory stays one state per sync whatever the
 //! number of subscribers. Pollers spend the key's request budget
 //! ([`crate::upstream::Budgets`]) and wait for it.
 //!
 //! - `state`: what a poller publishes, and the content revision of a state.
+//! - `source`: what a poller reads: a sync with its jobs, or a company's syncs.
 //! - `poller`: the polling task.
-//! - `stream`: the `WatchSync` stream type and the `WaitSync` long-poll.
+//! - `stream`: the stream types of `WatchSync` and `WatchCompanySyncs`, and the `WaitSync`
+//!   long-poll.
 
 mod poller;
+mod source;
 mod state;
 mod stream;
 
@@ -22,10 +26,13 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::pb::v1 as pb;
 use crate::upstream::{ApiKey, CredentialSource, UpstreamClient};
+use poller::Poller;
+use source::{CompanySource, Source, SyncSource};
 
-pub use state::{End, Observation};
-pub use stream::{WaitOutcome, WatchSyncStream, wait};
+pub use state::{CompanySnapshot, End, Observation};
+pub use stream::{WaitOutcome, WatchCompanySyncsStream, WatchStream, WatchSyncStream, wait};
 
 /// How the pollers and streams behave.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,14 +71,28 @@ pub struct Target {
     pub key: ApiKey,
     /// Where the key came from (a rejected default key is reported differently).
     pub source: CredentialSource,
-    /// The sync, already validated.
-    pub sync_id: String,
+    /// What is watched.
+    pub subject: Subject,
 }
 
-type Pollers = HashMap<Target, Arc<watch::Sender<Observation>>>;
-type Registry = Arc<Mutex<Pollers>>;
+/// The thing a poller watches, already validated.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// One sync, by id.
+    Sync(String),
+    /// The syncs of one company with one upstream job type (`PULL` or `PUSH`).
+    Company {
+        /// The company id.
+        id: i64,
+        /// The upstream `jobType` filter.
+        job_type: &'static str,
+    },
+}
 
-fn lock(registry: &Registry) -> MutexGuard<'_, Pollers> {
+type Pollers<T> = HashMap<Target, Arc<watch::Sender<Observation<T>>>>;
+type Registry<T> = Arc<Mutex<Pollers<T>>>;
+
+fn lock<T>(registry: &Registry<T>) -> MutexGuard<'_, Pollers<T>> {
     registry.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -80,7 +101,8 @@ fn lock(registry: &Registry) -> MutexGuard<'_, Pollers> {
 pub struct Watches {
     client: UpstreamClient,
     settings: WatchSettings,
-    registry: Registry,
+    syncs: Registry<pb::SyncState>,
+    companies: Registry<CompanySnapshot>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -95,7 +117,8 @@ impl Watches {
         Self {
             client,
             settings,
-            registry: Arc::default(),
+            syncs: Arc::default(),
+            companies: Arc::default(),
             shutdown,
         }
     }
@@ -107,32 +130,74 @@ impl Watches {
 
     /// How many pollers run now.
     pub fn poller_count(&self) -> usize {
-        lock(&self.registry).len()
+        lock(&self.syncs).len() + lock(&self.companies).len()
     }
 
-    /// Subscribes to the poller of `target`, starting it if none runs. Dropping the
+    /// Subscribes to the poller of one sync, starting it if none runs. Dropping the
     /// receiver unsubscribes; the poller stops when its last receiver is gone.
-    pub fn subscribe(&self, target: Target) -> watch::Receiver<Observation> {
-        let mut pollers = lock(&self.registry);
-        if let Some(feed) = pollers.get(&target) {
-            return feed.subscribe();
-        }
-        let (feed, receiver) = watch::channel(Observation::default());
-        let feed = Arc::new(feed);
-        pollers.insert(target.clone(), Arc::clone(&feed));
-        drop(pollers);
-        poller::Poller::spawn(
-            self.client.clone(),
-            self.settings,
-            target,
-            feed,
-            Arc::clone(&self.registry),
-        );
-        receiver
+    pub fn subscribe_sync(
+        &self,
+        key: ApiKey,
+        source: CredentialSource,
+        sync_id: String,
+    ) -> watch::Receiver<Observation<pb::SyncState>> {
+        let subject = Subject::Sync(sync_id.clone());
+        let target = Target {
+            key,
+            source,
+            subject,
+        };
+        subscribe(&self.syncs, target, self.settings, |target| {
+            SyncSource::new(self.client.clone(), target, sync_id)
+        })
+    }
+
+    /// Subscribes to the poller of one company's syncs, as [`Watches::subscribe_sync`].
+    pub fn subscribe_company(
+        &self,
+        key: ApiKey,
+        source: CredentialSource,
+        company_id: i64,
+        job_type: &'static str,
+    ) -> watch::Receiver<Observation<CompanySnapshot>> {
+        let subject = Subject::Company {
+            id: company_id,
+            job_type,
+        };
+        let target = Target {
+            key,
+            source,
+            subject,
+        };
+        subscribe(&self.companies, target, self.settings, |target| {
+            CompanySource::new(self.client.clone(), target, company_id, job_type)
+        })
     }
 
     /// A receiver of the shutdown flag.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.clone()
     }
+}
+
+/// Joins the poller of `target` in `registry`, or starts one reading `make(target)`. The
+/// lookup, the insertion and a poller's retirement happen under the registry's lock, so a
+/// subscriber never joins a poller that is leaving.
+fn subscribe<S: Source>(
+    registry: &Registry<S::State>,
+    target: Target,
+    settings: WatchSettings,
+    make: impl FnOnce(Target) -> S,
+) -> watch::Receiver<Observation<S::State>> {
+    let mut pollers = lock(registry);
+    if let Some(feed) = pollers.get(&target) {
+        return feed.subscribe();
+    }
+    let (feed, receiver) = watch::channel(Observation::default());
+    let feed = Arc::new(feed);
+    pollers.insert(target.clone(), Arc::clone(&feed));
+    drop(pollers);
+    let source = make(target.clone());
+    Poller::spawn(source, settings, target, feed, Arc::clone(registry));
+    receiver
 }

@@ -1,5 +1,5 @@
-//! What a poller publishes: the latest state of a sync with its content revision, how fresh
-//! it is, and whether the watch has ended.
+//! What a poller publishes: the latest state of a sync (or of a company's syncs) with its
+//! content revision, how fresh it is, and whether the watch has ended.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -11,17 +11,39 @@ use tonic::Status;
 
 use crate::pb::v1 as pb;
 
-/// The latest observation of one sync, held in the poller's latest-value cell.
-#[derive(Debug, Clone, Default)]
-pub struct Observation {
+/// The latest observation of what a poller watches, held in its latest-value cell.
+#[derive(Debug)]
+pub struct Observation<T> {
     /// The latest state; `None` until the first successful poll.
-    pub state: Option<Arc<pb::SyncState>>,
+    pub state: Option<Arc<T>>,
     /// When the last poll succeeded; `None` before the first success.
     pub last_poll: Option<Timestamp>,
     /// Polls failed in a row since the last success.
     pub failures: u32,
     /// Set once the poller has stopped for good.
     pub end: Option<End>,
+}
+
+impl<T> Clone for Observation<T> {
+    fn clone(&self) -> Self {
+        Self {
+            state: self.state.clone(),
+            last_poll: self.last_poll,
+            failures: self.failures,
+            end: self.end.clone(),
+        }
+    }
+}
+
+impl<T> Default for Observation<T> {
+    fn default() -> Self {
+        Self {
+            state: None,
+            last_poll: None,
+            failures: 0,
+            end: None,
+        }
+    }
 }
 
 /// Why a poller stopped.
@@ -76,10 +98,55 @@ pub fn revision(sync: &pb::Sync, jobs: &[pb::Job]) -> u64 {
     for job in jobs {
         hasher.update(job.encode_length_delimited_to_vec());
     }
+    first_word(hasher)
+}
+
+fn first_word(hasher: Sha256) -> u64 {
     let digest = hasher.finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     u64::from_be_bytes(first).max(1)
+}
+
+/// The syncs of one company as one ListSyncs page showed them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompanySnapshot {
+    /// The company.
+    pub company_id: i64,
+    /// Each sync with its own content revision, in the upstream's order (newest first).
+    pub syncs: Vec<(pb::Sync, u64)>,
+    /// The revision of the whole list.
+    pub revision: u64,
+    /// When the list was read.
+    pub observe_time: Timestamp,
+}
+
+impl CompanySnapshot {
+    /// A snapshot of a company's syncs, observed now.
+    pub fn new(company_id: i64, syncs: Vec<pb::Sync>) -> Self {
+        let syncs: Vec<_> = syncs
+            .into_iter()
+            .map(|sync| {
+                let revision = revision(&sync, &[]);
+                (sync, revision)
+            })
+            .collect();
+        let mut hasher = Sha256::new();
+        for (_, revision) in &syncs {
+            hasher.update(revision.to_be_bytes());
+        }
+        Self {
+            company_id,
+            syncs,
+            revision: first_word(hasher),
+            observe_time: Timestamp::from(SystemTime::now()),
+        }
+    }
+
+    /// Whether any listed sync is moving.
+    pub fn is_running(&self) -> bool {
+        self.syncs.iter().any(|(sync, _)| is_running(sync))
+    }
 }
 
 /// Whether a sync's status is final: it will not change again.
@@ -131,6 +198,16 @@ mod tests {
         let one = revision(&sync(pb::SyncStatus::Running), &[job("ab")]);
         let two = revision(&sync(pb::SyncStatus::Running), &[job("a"), job("b")]);
         assert_ne!(one, two);
+    }
+
+    #[test]
+    fn company_revision_follows_any_sync() {
+        let before = CompanySnapshot::new(7, vec![sync(pb::SyncStatus::Running)]);
+        let same = CompanySnapshot::new(7, vec![sync(pb::SyncStatus::Running)]);
+        let after = CompanySnapshot::new(7, vec![sync(pb::SyncStatus::Success)]);
+        assert_eq!(before.revision, same.revision);
+        assert_ne!(before.revision, after.revision);
+        assert!(before.is_running() && !after.is_running());
     }
 
     #[test]
