@@ -57,9 +57,10 @@ async fn run_gateway(args: commenda_sync_gateway::config::GatewayArgs) -> anyhow
     }
     let listener = TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
+    let signal = shutdown_signal()?;
     announce(addr, &upstream_url, emulator.is_some());
 
-    server::serve(listener, settings, shutdown_signal()).await?;
+    server::serve(listener, settings, signal).await?;
     if let Some(emulator) = emulator {
         emulator.shutdown().await;
     }
@@ -70,9 +71,10 @@ async fn run_gateway(args: commenda_sync_gateway::config::GatewayArgs) -> anyhow
 async fn run_emulator(listen: std::net::SocketAddr, args: &EmulatorArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await?;
     let emulator = Emulator::serve(emulator_config(args), listener).await?;
+    let signal = shutdown_signal()?;
     info!(url = %emulator.base_url(), "emulator serving");
     announce(emulator.addr(), &emulator.base_url(), true);
-    shutdown_signal().await;
+    signal.await;
     emulator.shutdown().await;
     Ok(())
 }
@@ -107,27 +109,27 @@ fn emulator_config(args: &EmulatorArgs) -> emulator::EmulatorConfig {
     config
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Starts listening for SIGTERM and SIGINT now, so that a signal that arrives as soon as
+/// the serving line is out is not lost; the returned future resolves on either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
             }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
-        }
+            info!("shutdown signal received");
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+            info!("shutdown signal received");
+        })
     }
-    info!("shutdown signal received");
 }
