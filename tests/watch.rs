@@ -518,47 +518,60 @@ async fn a_client_that_stops_reading_delays_nobody_then_gets_the_latest_state() 
     assert_eq!(last.expect("a state").revision, done.revision);
 }
 
+/// 50 syncs in 50 companies watched under one key, with the emulator enforcing a rate
+/// limit: the shared budget keeps every poller under it, and every stream still ends with
+/// its sync's final state. Rates are 30 times the real API's (3000 per minute upstream, 2400
+/// for the gateway, the same 80% share) so the test takes seconds, not minutes.
 #[tokio::test]
 async fn pollers_of_many_syncs_stay_within_the_upstream_rate_limit() {
-    const SYNCS: usize = 12;
+    const SYNCS: i64 = 50;
     let mut config = slow_emulator();
     config.rate_limit = Some(RateLimitConfig {
-        per_minute: 1200,
-        burst: 20,
+        per_minute: 3000,
+        burst: 100,
     });
-    config.organizations[0].companies = (0..SYNCS as i64)
+    config.organizations[0].companies = (0..SYNCS)
         .map(|i| CompanySeed::new(1000 + i, "Budget Test Co", "XERO"))
         .collect();
     let harness = Harness::with(config, |settings| {
         fast_watch(settings);
-        settings.request_budget.per_minute = 900;
-        settings.request_budget.burst = 10;
+        settings.request_budget.per_minute = 2400;
+        settings.request_budget.burst = 20;
+        settings.watch.heartbeat_interval = Duration::from_millis(200);
     })
     .await;
 
-    let mut streams = Vec::new();
-    for i in 0..SYNCS as i64 {
+    let mut sync_ids = Vec::new();
+    for company_id in (0..SYNCS).map(|i| 1000 + i) {
         let request = pb::CreateSyncRequest {
-            company_id: 1000 + i,
+            company_id,
             ..Default::default()
         };
         let created = soon(harness.syncs().create_sync(request)).await;
-        let sync_id = created.expect("create").into_inner().sync_id;
-        streams.push(watch(&harness, &sync_id).await);
+        sync_ids.push(created.expect("create").into_inner().sync_id);
     }
-    for stream in &mut streams {
-        next_state(stream).await;
-    }
+    let opening = sync_ids.iter().map(|id| watch(&harness, id));
+    let mut streams = futures::future::join_all(opening).await;
     harness.emulator.advance(Duration::from_secs(600));
+
+    let mut heartbeats = 0;
     for stream in &mut streams {
-        let mut last = next_state(stream).await;
+        let mut last = None;
         while let Some(event) = next(stream).await {
-            if let Event::State(state) = event.expect("no error") {
-                last = state;
+            match event.expect("no error") {
+                Event::State(state) => last = Some(state),
+                Event::Heartbeat(heartbeat) => {
+                    assert!(heartbeat.last_poll_time.is_some());
+                    heartbeats += 1;
+                }
             }
         }
-        assert_ne!(status_of(&last), pb::SyncStatus::Running);
+        assert_eq!(status_of(&last.expect("a state")), pb::SyncStatus::Success);
     }
+    assert!(
+        heartbeats > 0,
+        "streams waiting for the budget saw heartbeats"
+    );
     assert_eq!(harness.emulator.counters().for_status(429), 0);
 }
 
@@ -680,5 +693,86 @@ async fn company_streams_share_one_poller() {
     assert!(
         many <= single * 2,
         "51 streams listed {many} times, one stream {single}"
+    );
+}
+
+/// The built binary on port 0 against its built-in emulator, with jobs that run for ten
+/// minutes; returns the process and its gRPC address from the serving line.
+#[cfg(unix)]
+async fn start_binary() -> (tokio::process::Child, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_commenda-sync-gateway"))
+        .args(["--listen", "127.0.0.1:0", "--drain-timeout-ms", "5000"])
+        .args([
+            "--emulator-job-duration-ms",
+            "600000",
+            "--emulator-rate-limit",
+            "0",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = soon(lines.next_line()).await.expect("reads stdout");
+    let serving: serde_json::Value =
+        serde_json::from_str(&line.expect("a serving line")).expect("JSON");
+    let addr = serving["listen"]
+        .as_str()
+        .expect("listen address")
+        .to_owned();
+    (child, addr)
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_ends_500_open_streams_with_unavailable_and_exits_cleanly() {
+    use commenda_sync_gateway::pb::v1::sync_service_client::SyncServiceClient;
+    let (mut child, addr) = start_binary().await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connects");
+        clients.push(SyncServiceClient::new(channel));
+    }
+    let request = pb::CreateSyncRequest {
+        company_id: 496,
+        ..Default::default()
+    };
+    let created = clients[0].create_sync(request).await.expect("create");
+    let sync_id = created.into_inner().sync_id;
+
+    let mut streams = Vec::new();
+    for i in 0..500 {
+        let opened = soon(clients[i % 5].watch_sync(watch_request(&sync_id, 0))).await;
+        let mut stream = opened.expect("watch opens").into_inner();
+        next_state(&mut stream).await;
+        streams.push(stream);
+    }
+
+    let pid = child.id().expect("running").to_string();
+    let started = tokio::time::Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(killed.expect("kill runs").success());
+    for stream in &mut streams {
+        match next(stream).await {
+            Some(Err(status)) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+            other => panic!("expected UNAVAILABLE, got {other:?}"),
+        }
+    }
+    let exit = soon(child.wait()).await.expect("exits");
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
     );
 }
