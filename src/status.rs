@@ -374,6 +374,14 @@ pub fn shutting_down() -> Status {
     Status::with_error_details(Code::Unavailable, "gateway is shutting down", details)
 }
 
+/// UNAVAILABLE for a WaitSync that timed out before the sync could be read at all (the
+/// upstream failing, or the key's request budget spent by other watches).
+pub fn not_observed_yet() -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info("SYNC_NOT_OBSERVED_YET", DOMAIN, HashMap::new());
+    Status::with_error_details(Code::Unavailable, "sync not read yet; try again", details)
+}
+
 /// UNAVAILABLE for a watch whose poller stopped without a final state or an error.
 pub fn watch_interrupted() -> Status {
     let mut details = ErrorDetails::new();

@@ -776,3 +776,43 @@ async fn sigterm_ends_500_open_streams_with_unavailable_and_exits_cleanly() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn wait_sync_on_an_unknown_sync_is_not_found_and_on_a_final_one_returns_at_once() {
+    let harness = harness(|_| {}).await;
+    let request = pb::WaitSyncRequest {
+        sync_id: "no-such-sync".into(),
+        ..Default::default()
+    };
+    let status = soon(harness.syncs().wait_sync(request))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+
+    let sync_id = create_sync(&harness).await;
+    harness.emulator.advance(Duration::from_secs(600));
+    let request = pb::WaitSyncRequest {
+        sync_id: sync_id.clone(),
+        ..Default::default()
+    };
+    let done = soon(harness.syncs().wait_sync(request))
+        .await
+        .expect("state");
+    let state = done.into_inner().state.expect("state");
+    assert_eq!(status_of(&state), pb::SyncStatus::Success);
+
+    let request = pb::WaitSyncRequest {
+        sync_id,
+        revision: state.revision,
+        timeout: None,
+    };
+    let started = tokio::time::Instant::now();
+    let again = soon(harness.syncs().wait_sync(request))
+        .await
+        .expect("state");
+    assert!(!again.into_inner().changed);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a final sync does not wait"
+    );
+}

@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, trace, warn};
 
 use super::{ApiKey, RateLimitInfo};
 
@@ -160,7 +160,7 @@ impl Budgets {
             match wait {
                 Ok(()) => return,
                 Err(wait) => {
-                    debug!(%key, wait_ms = wait.as_millis() as u64, "poll waits for budget");
+                    trace!(%key, wait_ms = wait.as_millis() as u64, "poll waits for budget");
                     tokio::time::sleep(wait).await;
                 }
             }

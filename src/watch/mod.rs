@@ -32,7 +32,9 @@ use poller::Poller;
 use source::{CompanySource, Source, SyncSource};
 
 pub use state::{CompanySnapshot, End, Observation};
-pub use stream::{WaitOutcome, WatchCompanySyncsStream, WatchStream, WatchSyncStream, wait};
+pub use stream::{
+    Render, WaitOutcome, WatchCompanySyncsStream, WatchStream, WatchSyncStream, wait,
+};
 
 /// How the pollers and streams behave.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -126,11 +128,6 @@ impl Watches {
     /// The settings.
     pub fn settings(&self) -> &WatchSettings {
         &self.settings
-    }
-
-    /// How many pollers run now.
-    pub fn poller_count(&self) -> usize {
-        lock(&self.syncs).len() + lock(&self.companies).len()
     }
 
     /// Subscribes to the poller of one sync, starting it if none runs. Dropping the

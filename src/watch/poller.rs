@@ -159,7 +159,7 @@ impl<S: Source> Poller<S> {
         let since = *self.failing_since.get_or_insert_with(Instant::now);
         let mut failures = 0;
         self.link.feed.send_modify(|observation| {
-            observation.failures += 1;
+            observation.failures = observation.failures.saturating_add(1);
             failures = observation.failures;
         });
         let code = status.code();

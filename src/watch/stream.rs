@@ -318,6 +318,6 @@ fn unchanged(observation: Observation<pb::SyncState>) -> Result<WaitOutcome, Sta
             state,
             changed: false,
         }),
-        None => Err(status::watch_gave_up(observation.failures)),
+        None => Err(status::not_observed_yet()),
     }
 }
