@@ -816,3 +816,49 @@ async fn wait_sync_on_an_unknown_sync_is_not_found_and_on_a_final_one_returns_at
         "a final sync does not wait"
     );
 }
+
+#[tokio::test]
+async fn a_429_pauses_every_poller_of_the_key_until_retry_after() {
+    let harness = harness(|_| {}).await;
+    let first = create_sync(&harness).await;
+    let request = pb::CreateSyncRequest {
+        company_id: 497,
+        ..Default::default()
+    };
+    let second = harness.syncs().create_sync(request).await.expect("create");
+    let second = second.into_inner().sync_id;
+    let mut streams = vec![
+        watch(&harness, &first).await,
+        watch(&harness, &second).await,
+    ];
+    for stream in &mut streams {
+        next_state(stream).await;
+    }
+
+    let throttle = FaultKind::Status {
+        code: 429,
+        retry_after: Some(1),
+        body: None,
+    };
+    harness
+        .emulator
+        .inject(Fault::on(Route::GetSync, throttle).times(1));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let requests = harness.emulator.requests();
+    let throttled = requests.iter().find(|r| r.status == 429).expect("a 429");
+    let polls_after = |from: i64, to: i64| {
+        requests
+            .iter()
+            .filter(|r| matches!(r.route, Some(Route::GetSync | Route::ListSyncJobs)))
+            .filter(|r| (r.at - throttled.at).num_milliseconds() > from)
+            .filter(|r| (r.at - throttled.at).num_milliseconds() < to)
+            .count()
+    };
+    // A request the other poller had already sent may land just after the 429.
+    assert_eq!(polls_after(50, 900), 0, "both pollers paused");
+    assert!(
+        polls_after(1000, 1500) > 0,
+        "polling resumed after Retry-After"
+    );
+}
