@@ -862,3 +862,21 @@ async fn a_429_pauses_every_poller_of_the_key_until_retry_after() {
         "polling resumed after Retry-After"
     );
 }
+
+#[tokio::test]
+async fn a_failing_upstream_before_the_first_state_fails_the_call_with_unavailable() {
+    let harness = harness(|s| s.watch.max_failures = 3).await;
+    let sync_id = create_sync(&harness).await;
+    harness
+        .emulator
+        .inject(Fault::on(Route::GetSync, FaultKind::status(503)));
+    let status = soon(harness.syncs().watch_sync(watch_request(&sync_id, 0)))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let polls = harness
+        .emulator
+        .counters()
+        .count(Route::GetSync, DEMO_API_KEY, 503);
+    assert_eq!(polls, 3, "the failure budget is three polls");
+}
