@@ -2,7 +2,8 @@
 //!
 //! The REST API allows about 100 requests per minute per key and answers 429 past that.
 //! Pollers are optional traffic: they wait for a token before each request, so they slow
-//! down rather than spend the key. Unary calls are what callers asked for: they are never
+//! down rather than spend the key. A watch's first read goes before routine re-reads, so a
+//! new client is not kept waiting for its first message behind every running poller. Unary calls are what callers asked for: they are never
 //! queued, they only take their token (the balance may go below zero), which makes the
 //! pollers wait longer. The upstream's `X-RateLimit-*` headers lower the balance when the
 //! key is being spent elsewhere too, and a 429 pauses every poller of the key until the
@@ -26,6 +27,15 @@ const DEFAULT_PAUSE: Duration = Duration::from_secs(10);
 
 /// Buckets kept before idle, full ones are dropped.
 const MAX_IDLE_BUCKETS: usize = 1024;
+
+/// Which poll gets the next token when a key's budget is short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// A watch's first read: a client is waiting for its first message.
+    First,
+    /// A re-read of something already published.
+    Routine,
+}
 
 /// The size and refill rate of each key's budget.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -65,6 +75,8 @@ struct Bucket {
     refilled: Instant,
     /// Pollers wait until then (set by a 429 or an exhausted upstream bucket).
     paused_until: Option<Instant>,
+    /// First reads waiting now; routine reads let them go first.
+    first_waiting: usize,
 }
 
 impl Bucket {
@@ -75,7 +87,12 @@ impl Bucket {
     }
 
     /// Takes a token now, or says how long to wait before trying again.
-    fn try_take(&mut self, config: &BudgetConfig, now: Instant) -> Result<(), Duration> {
+    fn try_take(
+        &mut self,
+        config: &BudgetConfig,
+        now: Instant,
+        priority: Priority,
+    ) -> Result<(), Duration> {
         if let Some(until) = self.paused_until {
             if until > now {
                 return Err(until - now);
@@ -83,6 +100,9 @@ impl Bucket {
             self.paused_until = None;
         }
         self.refill(config, now);
+        if priority == Priority::Routine && self.first_waiting > 0 {
+            return Err(Duration::from_secs_f64(1.0 / config.per_second()));
+        }
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             return Ok(());
@@ -127,6 +147,7 @@ impl Budgets {
             tokens: self.config.capacity(),
             refilled: now,
             paused_until: None,
+            first_waiting: 0,
         });
         f(bucket, now)
     }
@@ -139,7 +160,9 @@ impl Budgets {
     fn forget_idle(&self, buckets: &mut HashMap<ApiKey, Bucket>, now: Instant) {
         buckets.retain(|_, bucket| {
             bucket.refill(&self.config, now);
-            bucket.tokens < self.config.capacity() || bucket.paused_until.is_some_and(|u| u > now)
+            bucket.tokens < self.config.capacity()
+                || bucket.paused_until.is_some_and(|u| u > now)
+                || bucket.first_waiting > 0
         });
     }
 
@@ -152,11 +175,13 @@ impl Budgets {
         });
     }
 
-    /// Waits until `key` has a token for a poller and takes it.
-    pub async fn acquire(&self, key: &ApiKey) {
+    /// Waits until `key` has a token for a poller and takes it; first reads go before
+    /// routine ones.
+    pub async fn acquire(&self, key: &ApiKey, priority: Priority) {
+        let _first = (priority == Priority::First).then(|| FirstInLine::join(self, key));
         let config = self.config;
         loop {
-            let wait = self.with_bucket(key, |bucket, now| bucket.try_take(&config, now));
+            let wait = self.with_bucket(key, |bucket, now| bucket.try_take(&config, now, priority));
             match wait {
                 Ok(()) => return,
                 Err(wait) => {
@@ -193,6 +218,28 @@ impl Budgets {
     }
 }
 
+/// A first read waiting for a token, counted in its bucket for as long as it waits (also
+/// when the waiting future is dropped: the subscriber left).
+struct FirstInLine<'a> {
+    budgets: &'a Budgets,
+    key: &'a ApiKey,
+}
+
+impl<'a> FirstInLine<'a> {
+    fn join(budgets: &'a Budgets, key: &'a ApiKey) -> Self {
+        budgets.with_bucket(key, |bucket, _| bucket.first_waiting += 1);
+        Self { budgets, key }
+    }
+}
+
+impl Drop for FirstInLine<'_> {
+    fn drop(&mut self) {
+        self.budgets.with_bucket(self.key, |bucket, _| {
+            bucket.first_waiting = bucket.first_waiting.saturating_sub(1);
+        });
+    }
+}
+
 /// How long the upstream's bucket takes to gain `tokens`, from its limit, remaining and
 /// reset (the time until it is full again, refilling linearly).
 fn refill_time(info: &RateLimitInfo, tokens: f64) -> Option<Duration> {
@@ -219,7 +266,7 @@ mod tests {
         let budgets = budgets(60, 2);
         let start = Instant::now();
         for _ in 0..4 {
-            budgets.acquire(&key()).await;
+            budgets.acquire(&key(), Priority::Routine).await;
         }
         let waited = start.elapsed();
         assert!(waited >= Duration::from_secs(2), "{waited:?}");
@@ -233,7 +280,7 @@ mod tests {
             budgets.debit(&key());
         }
         let start = Instant::now();
-        budgets.acquire(&key()).await;
+        budgets.acquire(&key(), Priority::Routine).await;
         assert!(
             start.elapsed() >= Duration::from_secs(3),
             "{:?}",
@@ -250,7 +297,7 @@ mod tests {
         };
         budgets.calibrate(&key(), &info, true);
         let start = Instant::now();
-        budgets.acquire(&key()).await;
+        budgets.acquire(&key(), Priority::Routine).await;
         assert!(
             start.elapsed() >= Duration::from_secs(7),
             "{:?}",
@@ -269,7 +316,7 @@ mod tests {
         };
         budgets.calibrate(&key(), &info, false);
         let start = Instant::now();
-        budgets.acquire(&key()).await;
+        budgets.acquire(&key(), Priority::Routine).await;
         assert!(
             start.elapsed() >= Duration::from_secs(2),
             "{:?}",
@@ -278,12 +325,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn first_reads_go_before_routine_ones() {
+        let budgets = std::sync::Arc::new(budgets(60, 1));
+        budgets.acquire(&key(), Priority::Routine).await;
+        let start = Instant::now();
+        let routine = tokio::spawn({
+            let budgets = budgets.clone();
+            async move {
+                budgets.acquire(&key(), Priority::Routine).await;
+                start.elapsed()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        budgets.acquire(&key(), Priority::First).await;
+        let first = start.elapsed();
+        let routine = routine.await.expect("joins");
+        assert!(
+            first < routine,
+            "first read at {first:?}, routine at {routine:?}"
+        );
+        assert!(first <= Duration::from_millis(1010), "{first:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn keys_have_separate_budgets() {
         let budgets = budgets(1, 1);
-        budgets.acquire(&key()).await;
+        budgets.acquire(&key(), Priority::Routine).await;
         let other = ApiKey::parse("another-key").expect("valid key");
         let start = Instant::now();
-        budgets.acquire(&other).await;
+        budgets.acquire(&other, Priority::Routine).await;
         assert_eq!(start.elapsed(), Duration::ZERO);
     }
 }

@@ -7,7 +7,7 @@ use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderMap, HeaderValue, RETRY_AFTE
 use serde_json::Value;
 use tracing::{Instrument, debug, debug_span, warn};
 
-use super::budget::{BudgetConfig, Budgets};
+use super::budget::{BudgetConfig, Budgets, Priority};
 use super::envelope::{self, EnvelopeError, ErrorBody};
 use super::{ApiKey, Endpoint, PathParam};
 
@@ -199,8 +199,13 @@ impl UpstreamClient {
 
     /// Sends one background (polling) request: waits for a token of the key's budget
     /// first, so pollers slow down instead of running the key into 429.
-    pub async fn send_polled(&self, request: UpstreamRequest<'_>) -> Result<Reply, UpstreamError> {
-        self.budgets.acquire(request.key).await;
+    /// `priority` lets a watch's first read go before routine re-reads.
+    pub async fn send_polled(
+        &self,
+        request: UpstreamRequest<'_>,
+        priority: Priority,
+    ) -> Result<Reply, UpstreamError> {
+        self.budgets.acquire(request.key, priority).await;
         self.send_spent(request).await
     }
 

@@ -12,7 +12,7 @@ mod credentials;
 mod envelope;
 mod routes;
 
-pub use budget::{BudgetConfig, Budgets};
+pub use budget::{BudgetConfig, Budgets, Priority};
 pub use client::{RateLimitInfo, Reply, UpstreamClient, UpstreamError, UpstreamRequest};
 pub use credentials::{ApiKey, CredentialSource, InvalidApiKey};
 pub use envelope::{EnvelopeError, ErrorBody};

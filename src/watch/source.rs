@@ -12,7 +12,7 @@ use crate::convert;
 use crate::pb::v1 as pb;
 use crate::status::{self, CallContext, Resource};
 use crate::upstream::{
-    Endpoint, EnvelopeError, PathParam, UpstreamClient, UpstreamError, UpstreamRequest,
+    Endpoint, EnvelopeError, PathParam, Priority, UpstreamClient, UpstreamError, UpstreamRequest,
 };
 
 /// Items asked for per list page: the upstream's maximum.
@@ -60,6 +60,7 @@ impl Reader {
         endpoint: Endpoint,
         param: PathParam,
         query: Vec<(&'static str, String)>,
+        priority: Priority,
     ) -> Result<serde_json::Value, Failure> {
         let request = UpstreamRequest {
             endpoint,
@@ -70,7 +71,7 @@ impl Reader {
             request_id: None,
             time_left: None,
         };
-        match self.client.send_polled(request).await {
+        match self.client.send_polled(request, priority).await {
             Ok(reply) => Ok(reply.data),
             Err(error) => Err(self.failure(endpoint, &error)),
         }
@@ -127,11 +128,19 @@ impl SyncSource {
         }
     }
 
+    /// First until the sync and its jobs were read once.
+    fn priority(&self) -> Priority {
+        match self.summary {
+            None => Priority::First,
+            Some(_) => Priority::Routine,
+        }
+    }
+
     async fn get_sync(&self) -> Result<pb::Sync, Failure> {
         let param = PathParam::Sync(self.sync_id.clone());
         let data = self
             .reader
-            .read(Endpoint::GetSync, param, Vec::new())
+            .read(Endpoint::GetSync, param, Vec::new(), self.priority())
             .await?;
         self.reader
             .decode(Endpoint::GetSync, convert::get_sync(&data))
@@ -146,7 +155,7 @@ impl SyncSource {
             let param = PathParam::Sync(self.sync_id.clone());
             let data = self
                 .reader
-                .read(Endpoint::ListSyncJobs, param, query)
+                .read(Endpoint::ListSyncJobs, param, query, self.priority())
                 .await?;
             let page = self
                 .reader
@@ -193,6 +202,8 @@ pub(super) struct CompanySource {
     reader: Reader,
     company_id: i64,
     job_type: &'static str,
+    /// Whether a list was read once; the first read goes before routine ones.
+    listed: bool,
 }
 
 impl CompanySource {
@@ -206,6 +217,7 @@ impl CompanySource {
             reader: Reader { client, target },
             company_id,
             job_type,
+            listed: false,
         }
     }
 }
@@ -219,10 +231,18 @@ impl Source for CompanySource {
             ("jobType", self.job_type.to_owned()),
         ];
         let param = PathParam::Company(self.company_id);
-        let data = self.reader.read(Endpoint::ListSyncs, param, query).await?;
+        let priority = match self.listed {
+            false => Priority::First,
+            true => Priority::Routine,
+        };
+        let data = self
+            .reader
+            .read(Endpoint::ListSyncs, param, query, priority)
+            .await?;
         let page = self
             .reader
             .decode(Endpoint::ListSyncs, convert::sync_page(&data))?;
+        self.listed = true;
         Ok(CompanySnapshot::new(self.company_id, page.items))
     }
 
