@@ -345,6 +345,10 @@ async fn many_streams_on_one_sync_cost_what_one_stream_costs() {
         many <= allowed,
         "200 streams polled {many} times, one stream {one}"
     );
+    assert!(
+        many >= one / 2,
+        "polling keeps its pace: {many} against {one}"
+    );
 }
 
 #[tokio::test]

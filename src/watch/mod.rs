@@ -1,13 +1,12 @@
 //! The shared pollers behind the streaming RPCs.
 //!
 //! The REST API has no push and allows about 100 requests per minute per key, so watchers
-//! cannot each poll. Instead there is one poller per (credential, sync), or per
-//! (credential, company, job type), started by the first subscriber and stopped when the
-//! last one leaves. It publishes into a latest-value
-//! cell ([`tokio::sync::watch`]): a slow subscriber skips intermediate states instead of
-//! slowing the poller or the others, and memory stays one state per sync whatever the
-//! number of subscribers. Pollers spend the key's request budget
-//! ([`crate::upstream::Budgets`]) and wait for it.
+//! cannot each poll. Instead there is one poller per (credential, sync), or per (credential,
+//! company, job type), started by the first subscriber and stopped when the last one leaves.
+//! It publishes into a latest-value cell ([`tokio::sync::watch`]): a slow subscriber skips
+//! intermediate states instead of slowing the poller or the others, and memory stays one
+//! state per poller whatever the number of subscribers. Pollers spend the key's request
+//! budget ([`crate::upstream::Budgets`]) and wait for it.
 //!
 //! - `state`: what a poller publishes, and the content revision of a state.
 //! - `source`: what a poller reads: a sync with its jobs, or a company's syncs.
