@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::server::{Settings, TlsFiles};
-use crate::upstream::{ApiKey, InvalidApiKey, RetryPolicy, UpstreamOptions};
+use crate::upstream::{ApiKey, BudgetConfig, InvalidApiKey, RetryPolicy, UpstreamOptions};
+use crate::watch::WatchSettings;
 
 /// A gRPC gateway for the Commenda Integrations sync API.
 #[derive(Debug, Parser)]
@@ -169,10 +170,77 @@ pub struct GatewayArgs {
         default_value_t = 10_000
     )]
     pub idempotency_max_entries: usize,
+    /// How the streaming RPCs poll.
+    #[command(flatten)]
+    pub watch: WatchArgs,
 
     /// How the built-in emulator behaves, when it runs.
     #[command(flatten)]
     pub emulator: EmulatorArgs,
+}
+
+/// Settings of the shared pollers behind WatchSync and WaitSync, and of the per-key request
+/// budget they share with unary calls.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Time between polls of a running sync, in milliseconds.
+    #[arg(long, env = "GATEWAY_WATCH_POLL_INTERVAL_MS", default_value_t = 2_000,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch_poll_interval_ms: u64,
+
+    /// Time between polls of a sync that is not running, in milliseconds (±20% jitter).
+    #[arg(long, env = "GATEWAY_WATCH_IDLE_POLL_INTERVAL_MS", default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch_idle_poll_interval_ms: u64,
+
+    /// Time between heartbeats on a WatchSync stream, in milliseconds.
+    #[arg(long, env = "GATEWAY_WATCH_HEARTBEAT_INTERVAL_MS", default_value_t = 15_000,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch_heartbeat_interval_ms: u64,
+
+    /// Temporary upstream failures in a row after which a watch ends with UNAVAILABLE.
+    #[arg(long, env = "GATEWAY_WATCH_MAX_FAILURES", default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub watch_max_failures: u32,
+
+    /// How long polls may keep failing before a watch ends with UNAVAILABLE, in
+    /// milliseconds.
+    #[arg(
+        long,
+        env = "GATEWAY_WATCH_FAILURE_BUDGET_MS",
+        default_value_t = 120_000
+    )]
+    pub watch_failure_budget_ms: u64,
+
+    /// Upstream requests per minute per API key the gateway allows itself (pollers wait
+    /// for it, unary calls only spend it); a safe share of the API's 100.
+    #[arg(long, env = "GATEWAY_WATCH_BUDGET_PER_MINUTE", default_value_t = 80,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub watch_budget_per_minute: u32,
+
+    /// Requests per API key that may go at once after a quiet spell.
+    #[arg(long, env = "GATEWAY_WATCH_BUDGET_BURST", default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub watch_budget_burst: u32,
+}
+
+impl WatchArgs {
+    fn watch_settings(&self) -> WatchSettings {
+        WatchSettings {
+            poll_interval: Duration::from_millis(self.watch_poll_interval_ms),
+            idle_poll_interval: Duration::from_millis(self.watch_idle_poll_interval_ms),
+            heartbeat_interval: Duration::from_millis(self.watch_heartbeat_interval_ms),
+            max_failures: self.watch_max_failures,
+            failure_budget: Duration::from_millis(self.watch_failure_budget_ms),
+        }
+    }
+
+    fn budget(&self) -> BudgetConfig {
+        BudgetConfig {
+            per_minute: self.watch_budget_per_minute,
+            burst: self.watch_budget_burst,
+        }
+    }
 }
 
 /// Settings of the built-in emulator.
@@ -248,6 +316,8 @@ impl GatewayArgs {
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs),
             idempotency_max_entries: self.idempotency_max_entries,
+            request_budget: self.watch.budget(),
+            watch: self.watch.watch_settings(),
         })
     }
 

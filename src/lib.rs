@@ -12,6 +12,7 @@
 //! - [`metrics`]: Prometheus metrics and the layer that times every call.
 //! - [`page_token`]: opaque, tamper-evident page tokens bound to their filters.
 //! - [`convert`]: REST JSON models to and from proto messages.
+//! - [`watch`]: the shared, rate-budgeted pollers behind the streaming RPCs.
 //! - [`grpc`]: the tonic service handlers.
 //! - [`idempotency`]: answers of idempotent writes, kept so repeats do not write twice.
 //! - [`server`]: builds and runs the tonic server with reflection, health and shutdown.
@@ -30,3 +31,4 @@ pub mod server;
 pub mod status;
 pub mod upstream;
 pub mod validate;
+pub mod watch;

@@ -1,5 +1,6 @@
 //! Builds and runs the tonic server: the two services, reflection (v1 and v1alpha), health,
-//! a span per RPC, and a graceful drain bounded by a deadline.
+//! a span per RPC, and a graceful drain bounded by a deadline that first ends open watch
+//! streams.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
@@ -24,7 +25,8 @@ use crate::metrics::{Metrics, MetricsLayer};
 use crate::page_token::PageTokens;
 use crate::pb::v1::sync_config_service_server::SyncConfigServiceServer;
 use crate::pb::v1::sync_service_server::SyncServiceServer;
-use crate::upstream::{ApiKey, UpstreamClient, UpstreamOptions};
+use crate::upstream::{ApiKey, BudgetConfig, UpstreamClient, UpstreamOptions};
+use crate::watch::{WatchSettings, Watches};
 
 /// Everything the server needs, independent of how it was configured.
 #[derive(Debug, Clone)]
@@ -59,6 +61,10 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// Origins allowed to call over gRPC-Web from a browser (`*` for any); none when empty.
     pub cors_allow_origins: Vec<String>,
+    /// The request budget per API key shared by pollers and unary calls.
+    pub request_budget: BudgetConfig,
+    /// How the watch pollers and streams behave.
+    pub watch: WatchSettings,
 }
 
 /// A PEM certificate chain and its private key.
@@ -95,6 +101,8 @@ impl Settings {
             tls: None,
             metrics_listen: None,
             cors_allow_origins: Vec::new(),
+            request_budget: BudgetConfig::default(),
+            watch: WatchSettings::default(),
         }
     }
 }
@@ -173,7 +181,8 @@ fn bind_now(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 }
 
 /// Serves on `listener` until `shutdown` resolves, then drains: health turns NOT_SERVING,
-/// new calls are refused, and in-flight calls get `drain_timeout` to finish.
+/// open watch streams end with UNAVAILABLE, new calls are refused, and in-flight calls get
+/// `drain_timeout` to finish.
 pub async fn serve(
     listener: TcpListener,
     settings: Settings,
@@ -197,7 +206,9 @@ async fn serve_on(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let metrics = Metrics::new();
-    let gateway = build_gateway(&settings, metrics.clone())?;
+    let (gateway, upstream) = build_gateway(&settings, metrics.clone())?;
+    let (draining, drain_signal) = watch::channel(false);
+    let watches = Watches::new(upstream, settings.watch, drain_signal);
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
     let monitor = tokio::spawn(follow_upstream_health(
@@ -218,7 +229,7 @@ async fn serve_on(
 
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = TcpListenerStream::new(listener);
-    let routes = routes(gateway, health_service, &settings)?;
+    let routes = routes(gateway, watches, health_service, &settings)?;
     let layers = ServiceBuilder::new()
         .layer(cors(&settings.cors_allow_origins))
         .layer(GrpcWebLayer::new())
@@ -239,6 +250,7 @@ async fn serve_on(
     }
     monitor.abort();
     set_health(&health, ServingStatus::NotServing).await;
+    draining.send_replace(true);
     let _ = stop.send(());
     let _ = metrics_stop.send(());
     match tokio::time::timeout(settings.drain_timeout, server).await {
@@ -250,14 +262,20 @@ async fn serve_on(
     }
 }
 
-fn build_gateway(settings: &Settings, metrics: Arc<Metrics>) -> Result<Arc<Gateway>, ServeError> {
+/// The handlers' shared state, and the upstream client (sharing its pool, budgets and
+/// health) for the pollers.
+fn build_gateway(
+    settings: &Settings,
+    metrics: Arc<Metrics>,
+) -> Result<(Arc<Gateway>, UpstreamClient), ServeError> {
     let upstream = UpstreamClient::new(
         &settings.upstream_url,
         settings.upstream.clone(),
         settings.upstream_ca_pem.as_deref(),
     )
     .map_err(ServeError::Client)?
-    .with_metrics(metrics);
+    .with_metrics(metrics)
+    .with_budget(settings.request_budget);
     let tokens = PageTokens::new(settings.page_token_secret.as_deref());
     let policy = Policy {
         default_key: settings.default_key.clone(),
@@ -266,12 +284,13 @@ fn build_gateway(settings: &Settings, metrics: Arc<Metrics>) -> Result<Arc<Gatew
         idempotency_max_entries: settings.idempotency_max_entries,
         max_concurrent_calls: settings.max_concurrent_calls,
     };
-    Ok(Gateway::new(upstream, tokens, policy))
+    Ok((Gateway::new(upstream.clone(), tokens, policy), upstream))
 }
 
 /// The services the server offers: health, reflection (v1 and v1alpha) and the API.
 fn routes(
     gateway: Arc<Gateway>,
+    watches: Watches,
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
@@ -282,8 +301,8 @@ fn routes(
         .build_v1alpha()
         .map_err(ServeError::Reflection)?;
     let max = settings.max_message_bytes;
-    let syncs =
-        SyncServiceServer::new(SyncApi::new(gateway.clone())).max_decoding_message_size(max);
+    let syncs = SyncServiceServer::new(SyncApi::new(gateway.clone(), watches))
+        .max_decoding_message_size(max);
     let configs =
         SyncConfigServiceServer::new(SyncConfigApi::new(gateway)).max_decoding_message_size(max);
     let routes = Routes::new(health)

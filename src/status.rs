@@ -359,6 +359,55 @@ pub fn missing_api_key() -> Status {
     )
 }
 
+/// Whether a failed upstream call may succeed if repeated unchanged: the upstream was
+/// unreachable, slow, rate limited, failing (5xx) or garbled. The watch pollers retry these
+/// and show them as staleness; everything else ends a watch.
+pub fn is_temporary(error: &UpstreamError) -> bool {
+    match error {
+        UpstreamError::Status { status, .. } => *status == 429 || *status >= 500,
+        UpstreamError::Unreachable(_)
+        | UpstreamError::DeadlineExceeded
+        | UpstreamError::TimedOut(_)
+        | UpstreamError::Malformed { .. }
+        | UpstreamError::Saturated
+        | UpstreamError::TooLarge { .. } => true,
+    }
+}
+
+/// UNAVAILABLE for a watch whose upstream kept failing past the failure budget.
+pub fn watch_gave_up(failures: u32) -> Status {
+    let mut details = ErrorDetails::new();
+    let metadata = HashMap::from([("consecutive_failures".to_owned(), failures.to_string())]);
+    details.set_error_info("UPSTREAM_FAILING", DOMAIN, metadata);
+    Status::with_error_details(
+        Code::Unavailable,
+        "upstream kept failing; watch stopped",
+        details,
+    )
+}
+
+/// UNAVAILABLE for watches cut short because the gateway is shutting down; retryable.
+pub fn shutting_down() -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info("GATEWAY_SHUTTING_DOWN", DOMAIN, HashMap::new());
+    Status::with_error_details(Code::Unavailable, "gateway is shutting down", details)
+}
+
+/// UNAVAILABLE for a WaitSync that timed out before the sync could be read at all (the
+/// upstream failing, or the key's request budget spent by other watches).
+pub fn not_observed_yet() -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info("SYNC_NOT_OBSERVED_YET", DOMAIN, HashMap::new());
+    Status::with_error_details(Code::Unavailable, "sync not read yet; try again", details)
+}
+
+/// UNAVAILABLE for a watch whose poller stopped without a final state or an error.
+pub fn watch_interrupted() -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info("WATCH_INTERRUPTED", DOMAIN, HashMap::new());
+    Status::with_error_details(Code::Unavailable, "watch interrupted", details)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

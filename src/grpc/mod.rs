@@ -3,6 +3,7 @@
 
 mod config_service;
 mod sync_service;
+mod watch_rpcs;
 
 use std::future::Future;
 use std::sync::Arc;

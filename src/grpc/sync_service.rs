@@ -13,23 +13,25 @@ use crate::pb::v1::{self as pb, sync_service_server::SyncService};
 use crate::status::Violation;
 use crate::upstream::{Endpoint, PathParam};
 use crate::validate::{self, Violations};
+use crate::watch::{WatchCompanySyncsStream, WatchSyncStream, Watches};
 
 /// The SyncService handlers.
 #[derive(Debug, Clone)]
 pub struct SyncApi {
-    gateway: Arc<Gateway>,
+    pub(super) gateway: Arc<Gateway>,
+    pub(super) watches: Watches,
 }
 
 impl SyncApi {
-    /// Handlers over the shared gateway state.
-    pub fn new(gateway: Arc<Gateway>) -> Self {
-        Self { gateway }
+    /// Handlers over the shared gateway state and the shared pollers.
+    pub fn new(gateway: Arc<Gateway>, watches: Watches) -> Self {
+        Self { gateway, watches }
     }
 }
 
 /// The upstream `jobType` filter for a ListSyncs request; UNSPECIFIED means PULL, as
 /// upstream.
-fn job_type_filter(raw: i32) -> Result<&'static str, Violation> {
+pub(super) fn job_type_filter(raw: i32) -> Result<&'static str, Violation> {
     match pb::JobType::try_from(raw) {
         Ok(pb::JobType::Unspecified | pb::JobType::Pull) => Ok("PULL"),
         Ok(pb::JobType::Push) => Ok("PUSH"),
@@ -98,6 +100,31 @@ impl Gateway {
 
 #[tonic::async_trait]
 impl SyncService for SyncApi {
+    type WatchSyncStream = WatchSyncStream;
+
+    async fn watch_sync(
+        &self,
+        request: Request<pb::WatchSyncRequest>,
+    ) -> Result<Response<Self::WatchSyncStream>, Status> {
+        self.watch(request).await
+    }
+
+    type WatchCompanySyncsStream = WatchCompanySyncsStream;
+
+    async fn watch_company_syncs(
+        &self,
+        request: Request<pb::WatchCompanySyncsRequest>,
+    ) -> Result<Response<Self::WatchCompanySyncsStream>, Status> {
+        self.watch_company(request).await
+    }
+
+    async fn wait_sync(
+        &self,
+        request: Request<pb::WaitSyncRequest>,
+    ) -> Result<Response<pb::WaitSyncResponse>, Status> {
+        self.wait(request).await
+    }
+
     #[instrument(skip_all, fields(company.id = request.get_ref().company_id))]
     async fn create_sync(
         &self,
@@ -278,7 +305,7 @@ fn sync_write<'a>(sync_id: &str, request_id: &'a str) -> Result<(String, Option<
 }
 
 /// Validates the `sync_id` field of a single-sync request.
-fn sync_id(raw: &str) -> Result<String, Status> {
+pub(super) fn sync_id(raw: &str) -> Result<String, Status> {
     validate::resource_id("sync_id", raw)
         .map(str::to_owned)
         .map_err(|violation| crate::status::invalid_argument(vec![violation]))

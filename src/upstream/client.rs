@@ -9,6 +9,7 @@ use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderMap, HeaderValue, RETRY_AFTE
 use serde_json::Value;
 use tracing::{Instrument, debug, debug_span, warn};
 
+use super::budget::{BudgetConfig, Budgets, Priority};
 use super::envelope::{self, EnvelopeError, ErrorBody};
 use super::flight::Flights;
 use super::health::{UpstreamHealth, Verdict};
@@ -176,7 +177,8 @@ impl Default for UpstreamOptions {
     }
 }
 
-/// A pooled client for one upstream base URL.
+/// A pooled client for one upstream base URL. Clones share the pool, the per-key request
+/// budgets, the health state and the reads in flight.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
     http: reqwest::Client,
@@ -186,6 +188,7 @@ pub struct UpstreamClient {
     health: Arc<UpstreamHealth>,
     metrics: Option<Arc<Metrics>>,
     flights: Arc<Flights>,
+    budgets: Arc<Budgets>,
 }
 
 impl UpstreamClient {
@@ -220,6 +223,7 @@ impl UpstreamClient {
             health,
             metrics: None,
             flights: Arc::new(Flights::default()),
+            budgets: Arc::new(Budgets::new(BudgetConfig::default())),
         }
     }
 
@@ -227,6 +231,18 @@ impl UpstreamClient {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Replaces the per-key request budget settings (the default is
+    /// [`BudgetConfig::default`]).
+    pub fn with_budget(mut self, config: BudgetConfig) -> Self {
+        self.budgets = Arc::new(Budgets::new(config));
+        self
+    }
+
+    /// The per-key request budgets this client spends.
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
     }
 
     /// The base URL requests go to.
@@ -302,16 +318,24 @@ impl UpstreamClient {
         }
     }
 
+    /// Sends one background (polling) request: waits for a token of the key's budget
+    /// first, so pollers slow down instead of running the key into 429. `priority` lets a
+    /// watch's first read go before routine re-reads. Polled reads are made once: the
+    /// poller has its own pace and failure budget, and is already shared.
+    pub async fn send_polled(
+        &self,
+        request: UpstreamRequest,
+        priority: Priority,
+    ) -> Result<Reply, UpstreamError> {
+        self.budgets.acquire(&request.key, priority).await;
+        let deadline = request.time_left.map(|left| Instant::now() + left);
+        self.attempt(&request, deadline, Spend::Taken)
+            .instrument(upstream_span(&request))
+            .await
+    }
+
     async fn send_alone(&self, request: UpstreamRequest) -> Result<Reply, UpstreamError> {
-        let endpoint = request.endpoint;
-        let span = debug_span!(
-            "upstream",
-            upstream.route = endpoint.name(),
-            upstream.status = tracing::field::Empty,
-            upstream.attempts = tracing::field::Empty,
-            trace.parent = request.traceparent.as_deref(),
-            key = %request.key,
-        );
+        let span = upstream_span(&request);
         self.send_with_retries(request).instrument(span).await
     }
 
@@ -320,7 +344,7 @@ impl UpstreamClient {
         let mut attempt = 1;
         loop {
             tracing::Span::current().record("upstream.attempts", attempt);
-            let error = match self.attempt(&request, deadline).await {
+            let error = match self.attempt(&request, deadline, Spend::Debit).await {
                 Ok(reply) => return Ok(reply),
                 Err(error) => error,
             };
@@ -341,11 +365,14 @@ impl UpstreamClient {
     }
 
     /// One attempt: a permit for the key, then the exchange, both within the caller's
-    /// deadline and the gateway's own timeout.
+    /// deadline and the gateway's own timeout. The attempt is charged to the key's budget
+    /// (debited for calls, already taken for polls), and its rate-limit headers calibrate
+    /// the budget.
     async fn attempt(
         &self,
         request: &UpstreamRequest,
         deadline: Option<Instant>,
+        spend: Spend,
     ) -> Result<Reply, UpstreamError> {
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let (limit, caller_bound) = match left {
@@ -356,6 +383,9 @@ impl UpstreamClient {
         let Some(_permit) = permit else {
             return Err(UpstreamError::Saturated);
         };
+        if spend == Spend::Debit {
+            self.budgets.debit(&request.key);
+        }
         let started = Instant::now();
         let result = match tokio::time::timeout(limit, self.exchange(request)).await {
             Ok(result) => result,
@@ -364,6 +394,7 @@ impl UpstreamClient {
         };
         let own_key = request.source == CredentialSource::Default;
         self.health.record(outcome_verdict(&result, own_key));
+        self.calibrate(&request.key, &result);
         if let Some(metrics) = &self.metrics {
             metrics.record_upstream(
                 request.endpoint.name(),
@@ -372,6 +403,17 @@ impl UpstreamClient {
             );
         }
         result
+    }
+
+    /// Feeds an answer's rate-limit headers back to the key's budget.
+    fn calibrate(&self, key: &ApiKey, result: &Result<Reply, UpstreamError>) {
+        match result {
+            Ok(reply) => self.budgets.calibrate(key, &reply.rate_limit, false),
+            Err(UpstreamError::Status {
+                status, rate_limit, ..
+            }) => self.budgets.calibrate(key, rate_limit, *status == 429),
+            Err(_) => {}
+        }
     }
 
     async fn exchange(&self, request: &UpstreamRequest) -> Result<Reply, UpstreamError> {
@@ -501,6 +543,27 @@ fn preview(body: &[u8]) -> String {
         text.push_str(&format!("... ({} bytes)", body.len()));
     }
     text
+}
+
+/// How an attempt is charged to its key's request budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spend {
+    /// A caller's call: never waits for the budget, only spends from it.
+    Debit,
+    /// A poll: its token was taken before the attempt.
+    Taken,
+}
+
+/// The span of one upstream request and its retries.
+fn upstream_span(request: &UpstreamRequest) -> tracing::Span {
+    debug_span!(
+        "upstream",
+        upstream.route = request.endpoint.name(),
+        upstream.status = tracing::field::Empty,
+        upstream.attempts = tracing::field::Empty,
+        trace.parent = request.traceparent.as_deref(),
+        key = %request.key,
+    )
 }
 
 /// The HTTP status of an attempt, when the upstream answered at all.

@@ -69,7 +69,7 @@ impl fmt::Display for ApiKey {
 
 /// Where the key of a call came from. A rejection of the gateway's own default key is the
 /// operator's problem, not the caller's, and is reported differently.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CredentialSource {
     /// The caller sent it.
     Caller,

@@ -1,11 +1,12 @@
 //! The REST client for the Commenda sync API: the route table, credentials, the request
-//! itself and the decoding of envelopes.
+//! itself, the per-key request budget and the decoding of envelopes.
 //!
 //! Everything a caller controls reaches the upstream only through typed values here: ids
 //! are percent-encoded into the path, query parameters are built from validated numbers
 //! and enum names, and the only headers set from caller input are the API key and the
 //! request id, both checked before use.
 
+mod budget;
 mod client;
 mod credentials;
 mod envelope;
@@ -15,6 +16,7 @@ mod limiter;
 mod retry;
 mod routes;
 
+pub use budget::{BudgetConfig, Budgets, Priority};
 pub use client::{
     RateLimitInfo, Reply, UpstreamClient, UpstreamError, UpstreamOptions, UpstreamRequest,
 };

@@ -281,6 +281,45 @@ def test_other_organization_key_in_a_header(grpcurl):
     assert all(s["companyId"] == "900" for s in answer.get("syncs", []))
 
 
+def json_messages(text: str) -> list[dict]:
+    """The JSON objects grpcurl prints one after another for a streaming call."""
+    decoder = json.JSONDecoder()
+    messages, at = [], 0
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at == len(text):
+            return messages
+        message, at = decoder.raw_decode(text, at)
+        messages.append(message)
+
+
+def pick(message: dict, name: str):
+    """A field by its proto name, or by its JSON (lowerCamel) name, whichever grpcurl used."""
+    head, *rest = name.split("_")
+    return message.get(name, message.get(head + "".join(w.title() for w in rest)))
+
+
+def test_watch_sync_streams_to_the_final_state(grpcurl):
+    # Another test of this module may have left a sync running on some company.
+    for company in (499, 498, 497, 496):
+        result = grpcurl.run(
+            "commenda.sync.v1.SyncService/CreateSync", data={"company_id": company}
+        )
+        if result.returncode == 0:
+            break
+    assert result.returncode == 0, result.stderr
+    sync_id = pick(json.loads(result.stdout), "sync_id")
+
+    result = grpcurl.run("commenda.sync.v1.SyncService/WatchSync", data={"sync_id": sync_id})
+    assert result.returncode == 0, result.stderr
+    states = [m["state"] for m in json_messages(result.stdout) if "state" in m]
+    assert states, result.stdout
+    assert states[0]["sync"]["id"] == sync_id
+    assert states[-1]["sync"]["status"] in FINAL_STATUSES, states[-1]
+    assert len({s["revision"] for s in states}) == len(states), "each state is a change"
+
+
 # The README's examples, run as written against a gateway with default settings.
 
 
