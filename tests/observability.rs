@@ -185,3 +185,75 @@ async fn grpc_web_calls_work_over_http1() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn stream_poller_and_budget_gauges_follow_the_watches() {
+    let harness = Harness::with(EmulatorConfig::for_tests(), |s| {
+        s.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    })
+    .await;
+    let create = pb::CreateSyncRequest {
+        company_id: 497,
+        ..Default::default()
+    };
+    let created = harness
+        .syncs()
+        .create_sync(create)
+        .await
+        .expect("create")
+        .into_inner();
+    let addr = harness.server.metrics_addr().expect("metrics listener");
+    let scrape = || async move {
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("scrape");
+        text.text().await.expect("body")
+    };
+
+    let watch = pb::WatchSyncRequest {
+        sync_id: created.sync_id,
+        revision: 0,
+    };
+    let mut stream = harness
+        .syncs()
+        .watch_sync(watch)
+        .await
+        .expect("watch")
+        .into_inner();
+    stream
+        .message()
+        .await
+        .expect("first message")
+        .expect("a state");
+    let text = scrape().await;
+    assert_eq!(
+        sample(&text, "commenda_gateway_active_streams"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "commenda_gateway_active_pollers"), Some(1.0));
+    let budget = text
+        .lines()
+        .find(|l| l.starts_with("commenda_gateway_request_budget_remaining{key=\""));
+    let budget = budget.expect("a budget gauge for the demo key's fingerprint");
+    assert!(
+        !budget.contains("commenda-demo-key"),
+        "keys appear only as fingerprints"
+    );
+
+    drop(stream);
+    let settled = async {
+        loop {
+            let text = scrape().await;
+            let streams = sample(&text, "commenda_gateway_active_streams");
+            let pollers = sample(&text, "commenda_gateway_active_pollers");
+            if streams == Some(0.0) && pollers == Some(0.0) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), settled)
+        .await
+        .expect("gauges fall to 0");
+}

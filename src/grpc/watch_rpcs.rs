@@ -51,6 +51,7 @@ impl SyncApi {
         let heartbeat = self.watches.settings().heartbeat_interval;
         let shutdown = self.watches.shutdown_signal();
         let stream = WatchStream::open(feed, shutdown, message.revision, heartbeat).await?;
+        let stream = stream.tracked(self.watches.track_stream());
         Ok(Response::new(stream))
     }
 
@@ -75,6 +76,7 @@ impl SyncApi {
         let heartbeat = self.watches.settings().heartbeat_interval;
         let shutdown = self.watches.shutdown_signal();
         let stream = WatchStream::open(feed, shutdown, 0, heartbeat).await?;
+        let stream = stream.tracked(self.watches.track_stream());
         Ok(Response::new(stream))
     }
 

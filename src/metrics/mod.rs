@@ -164,6 +164,20 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Sets the gauge of requests left in one key's budget.
+    pub fn set_budget_remaining(&self, key_fingerprint: &str, remaining: i64) {
+        let labels = KeyLabels {
+            key: key_fingerprint.to_owned(),
+        };
+        self.budget_remaining.get_or_create(&labels).set(remaining);
+    }
+
+    /// Counts one gauge up for as long as the returned guard lives.
+    pub fn track(gauge: &Gauge) -> GaugeGuard {
+        gauge.inc();
+        GaugeGuard(gauge.clone())
+    }
+
     /// Sets the upstream health gauge.
     pub fn set_upstream_up(&self, up: bool) {
         self.upstream_up.set(i64::from(up));
@@ -175,6 +189,16 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// Holds one unit of a gauge (an open stream, a running poller) until dropped.
+#[derive(Debug)]
+pub struct GaugeGuard(Gauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -166,6 +166,15 @@ impl Budgets {
         });
     }
 
+    /// Whole requests left in `key`'s bucket now (negative after unary overdraft).
+    pub fn remaining(&self, key: &ApiKey) -> i64 {
+        let config = self.config;
+        self.with_bucket(key, |bucket, now| {
+            bucket.refill(&config, now);
+            bucket.tokens.floor() as i64
+        })
+    }
+
     /// Takes a token for a unary call without waiting; the balance may go negative.
     pub fn debit(&self, key: &ApiKey) {
         let config = self.config;

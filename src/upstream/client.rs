@@ -245,6 +245,11 @@ impl UpstreamClient {
         &self.budgets
     }
 
+    /// The metrics this client records into, if any.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
+    }
+
     /// The base URL requests go to.
     pub fn base_url(&self) -> &str {
         &self.base_url
@@ -396,6 +401,8 @@ impl UpstreamClient {
         self.health.record(outcome_verdict(&result, own_key));
         self.calibrate(&request.key, &result);
         if let Some(metrics) = &self.metrics {
+            let remaining = self.budgets.remaining(&request.key);
+            metrics.set_budget_remaining(&request.key.fingerprint(), remaining);
             metrics.record_upstream(
                 request.endpoint.name(),
                 answered_status(&result),

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::metrics::{GaugeGuard, Metrics};
 use crate::pb::v1 as pb;
 use crate::upstream::{ApiKey, CredentialSource, UpstreamClient};
 use poller::Poller;
@@ -143,7 +144,8 @@ impl Watches {
             source,
             subject,
         };
-        subscribe(&self.syncs, target, self.settings, |target| {
+        let metrics = self.client.metrics().cloned();
+        subscribe(&self.syncs, target, self.settings, metrics, |target| {
             SyncSource::new(self.client.clone(), target, sync_id)
         })
     }
@@ -165,9 +167,17 @@ impl Watches {
             source,
             subject,
         };
-        subscribe(&self.companies, target, self.settings, |target| {
+        let metrics = self.client.metrics().cloned();
+        subscribe(&self.companies, target, self.settings, metrics, |target| {
             CompanySource::new(self.client.clone(), target, company_id, job_type)
         })
+    }
+
+    /// Counts an open stream for as long as the returned guard lives.
+    pub fn track_stream(&self) -> Option<GaugeGuard> {
+        self.client
+            .metrics()
+            .map(|m| Metrics::track(&m.active_streams))
     }
 
     /// A receiver of the shutdown flag.
@@ -183,6 +193,7 @@ fn subscribe<S: Source>(
     registry: &Registry<S::State>,
     target: Target,
     settings: WatchSettings,
+    metrics: Option<Arc<Metrics>>,
     make: impl FnOnce(Target) -> S,
 ) -> watch::Receiver<Observation<S::State>> {
     let mut pollers = lock(registry);
@@ -194,6 +205,13 @@ fn subscribe<S: Source>(
     pollers.insert(target.clone(), Arc::clone(&feed));
     drop(pollers);
     let source = make(target.clone());
-    Poller::spawn(source, settings, target, feed, Arc::clone(registry));
+    Poller::spawn(
+        source,
+        settings,
+        target,
+        feed,
+        Arc::clone(registry),
+        metrics,
+    );
     receiver
 }

@@ -15,6 +15,7 @@ use tracing::{Instrument, debug, info, info_span};
 use super::source::{Failure, Source};
 use super::state::{End, Observation};
 use super::{Pollers, Registry, Target, WatchSettings};
+use crate::metrics::Metrics;
 use crate::status;
 
 /// Longest wait between two polls of a failing upstream.
@@ -79,6 +80,8 @@ pub(super) struct Poller<S: Source> {
     settings: WatchSettings,
     /// When the current run of failures began; `None` while polls succeed.
     failing_since: Option<Instant>,
+    /// Where the poller counts itself among the running ones.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<S: Source> Poller<S> {
@@ -89,6 +92,7 @@ impl<S: Source> Poller<S> {
         target: Target,
         feed: Arc<watch::Sender<Observation<S::State>>>,
         registry: Registry<S::State>,
+        metrics: Option<Arc<Metrics>>,
     ) {
         let span = info_span!("poller", subject = ?target.subject, key = %target.key);
         let link = Link {
@@ -101,11 +105,16 @@ impl<S: Source> Poller<S> {
             source,
             settings,
             failing_since: None,
+            metrics,
         };
         tokio::spawn(poller.run().instrument(span));
     }
 
     async fn run(mut self) {
+        let _running = self
+            .metrics
+            .as_ref()
+            .map(|m| Metrics::track(&m.active_pollers));
         info!("poller started");
         loop {
             let Some(result) = self.link.unless_abandoned(self.source.fetch()).await else {

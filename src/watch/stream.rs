@@ -13,6 +13,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tonic::Status;
 
 use super::state::{CompanySnapshot, End, Observation};
+use crate::metrics::GaugeGuard;
 use crate::pb::v1::{self as pb, watch_company_syncs_response, watch_sync_response};
 use crate::status;
 
@@ -202,6 +203,8 @@ impl<T: Render> Cursor<T> {
 /// subscription, so the poller stops when this was its last subscriber.
 pub struct WatchStream<M> {
     inner: Pin<Box<dyn Stream<Item = Result<M, Status>> + Send>>,
+    /// Counts the stream among the open ones while it lives.
+    _open: Option<GaugeGuard>,
 }
 
 /// The stream of `WatchSync`: one sync and its jobs.
@@ -246,7 +249,14 @@ impl<M: Send + 'static> WatchStream<M> {
         });
         Ok(Self {
             inner: Box::pin(inner),
+            _open: None,
         })
+    }
+
+    /// Counts this stream in the open-streams gauge until it is dropped.
+    pub fn tracked(mut self, guard: Option<GaugeGuard>) -> Self {
+        self._open = guard;
+        self
     }
 }
 
