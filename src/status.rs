@@ -347,6 +347,17 @@ pub fn overloaded() -> Status {
     )
 }
 
+/// DEADLINE_EXCEEDED for a stream or wait whose caller's deadline ran out.
+pub fn deadline_exceeded() -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info("DEADLINE_EXCEEDED", DOMAIN, HashMap::new());
+    Status::with_error_details(
+        Code::DeadlineExceeded,
+        "the call's deadline passed",
+        details,
+    )
+}
+
 /// UNAUTHENTICATED for a call that carries no key while the gateway has no default one,
 /// or requires callers to send their own.
 pub fn missing_api_key() -> Status {

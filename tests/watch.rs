@@ -894,3 +894,32 @@ async fn a_failing_upstream_before_the_first_state_fails_the_call_with_unavailab
         .count(Route::GetSync, DEMO_API_KEY, 503);
     assert_eq!(polls, 3, "the failure budget is three polls");
 }
+
+#[tokio::test]
+async fn a_stream_past_the_callers_deadline_ends_with_deadline_exceeded() {
+    let harness = harness(|_| {}).await;
+    let sync_id = create_sync(&harness).await;
+    let mut request = tonic::Request::new(watch_request(&sync_id, 0));
+    request.set_timeout(Duration::from_millis(400));
+    let started = std::time::Instant::now();
+    let mut stream = soon(harness.syncs().watch_sync(request))
+        .await
+        .expect("opens")
+        .into_inner();
+
+    let first = next_state(&mut stream).await;
+    assert_eq!(first.sync.expect("sync").id, sync_id);
+    let end = loop {
+        match next(&mut stream).await {
+            Some(Ok(_)) => continue,
+            Some(Err(status)) => break status,
+            None => panic!("the sync is still running; the stream must not end OK"),
+        }
+    };
+    assert_eq!(end.code(), tonic::Code::DeadlineExceeded, "{end:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -1,7 +1,10 @@
 //! The streaming and long-poll RPCs of `SyncService`: `WatchSync`, `WatchCompanySyncs` and
 //! `WaitSync`, all served from the shared pollers of [`crate::watch`].
 
+use std::future::Future;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tonic::{Request, Response, Status};
 use tracing::instrument;
@@ -36,6 +39,19 @@ fn wait_timeout(
     Ok(deadline.map_or(capped, |left| capped.min(left)))
 }
 
+/// Runs `open` within the caller's time, answering DEADLINE_EXCEEDED when it runs out.
+async fn within<T>(
+    time_left: Option<Duration>,
+    open: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    match time_left {
+        None => open.await,
+        Some(left) => tokio::time::timeout(left, open)
+            .await
+            .unwrap_or_else(|_| Err(status::deadline_exceeded())),
+    }
+}
+
 impl SyncApi {
     /// `WatchSync`: subscribes to the shared poller and waits for its first state.
     #[instrument(skip_all, fields(sync.id = %request.get_ref().sync_id))]
@@ -43,6 +59,7 @@ impl SyncApi {
         &self,
         request: Request<pb::WatchSyncRequest>,
     ) -> Result<Response<WatchSyncStream>, Status> {
+        let opened = Instant::now();
         let meta = self.gateway.meta(&request)?;
         let message = request.into_inner();
         let sync_id = sync_id(&message.sync_id)?;
@@ -50,7 +67,12 @@ impl SyncApi {
         let feed = self.watches.subscribe_sync(meta.key, meta.source, sync_id);
         let heartbeat = self.watches.settings().heartbeat_interval;
         let shutdown = self.watches.shutdown_signal();
-        let stream = WatchStream::open(feed, shutdown, message.revision, heartbeat).await?;
+        let open = WatchStream::open(feed, shutdown, message.revision, heartbeat);
+        let stream = within(meta.time_left, open).await?;
+        let stream = stream.until(
+            meta.time_left
+                .map(|left| left.saturating_sub(opened.elapsed())),
+        );
         let stream = stream.tracked(self.watches.track_stream());
         Ok(Response::new(stream))
     }
@@ -62,6 +84,7 @@ impl SyncApi {
         &self,
         request: Request<pb::WatchCompanySyncsRequest>,
     ) -> Result<Response<WatchCompanySyncsStream>, Status> {
+        let opened = Instant::now();
         let meta = self.gateway.meta(&request)?;
         let message = request.into_inner();
         let mut violations = Violations::default();
@@ -75,7 +98,12 @@ impl SyncApi {
             .subscribe_company(meta.key, meta.source, company, job_type);
         let heartbeat = self.watches.settings().heartbeat_interval;
         let shutdown = self.watches.shutdown_signal();
-        let stream = WatchStream::open(feed, shutdown, 0, heartbeat).await?;
+        let open = WatchStream::open(feed, shutdown, 0, heartbeat);
+        let stream = within(meta.time_left, open).await?;
+        let stream = stream.until(
+            meta.time_left
+                .map(|left| left.saturating_sub(opened.elapsed())),
+        );
         let stream = stream.tracked(self.watches.track_stream());
         Ok(Response::new(stream))
     }

@@ -253,6 +253,31 @@ impl<M: Send + 'static> WatchStream<M> {
         })
     }
 
+    /// Ends the stream with DEADLINE_EXCEEDED when the caller's time runs out, rather than
+    /// leaving the caller's own timer to cut it off with CANCELLED.
+    pub fn until(self, time_left: Option<Duration>) -> Self {
+        let Some(left) = time_left else {
+            return self;
+        };
+        let expiry = Box::pin(tokio::time::sleep(left));
+        let state = (self.inner, expiry, false);
+        let inner = futures::stream::unfold(state, |(mut inner, mut expiry, over)| async move {
+            if over {
+                return None;
+            }
+            tokio::select! {
+                item = futures::StreamExt::next(&mut inner) => {
+                    item.map(|item| (item, (inner, expiry, false)))
+                }
+                () = &mut expiry => Some((Err(status::deadline_exceeded()), (inner, expiry, true))),
+            }
+        });
+        Self {
+            inner: Box::pin(inner),
+            _open: self._open,
+        }
+    }
+
     /// Counts this stream in the open-streams gauge until it is dropped.
     pub fn tracked(mut self, guard: Option<GaugeGuard>) -> Self {
         self._open = guard;
