@@ -26,6 +26,11 @@ pub struct Cli {
     /// Log output format.
     #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+
+    /// OTLP/HTTP collector base URL (for example `http://localhost:4318`); spans of every
+    /// RPC and upstream request are exported to its `/v1/traces`. Off when unset.
+    #[arg(long, env = "GATEWAY_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The subcommands.

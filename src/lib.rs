@@ -15,6 +15,7 @@
 //! - [`watch`]: the shared, rate-budgeted pollers behind the streaming RPCs.
 //! - [`grpc`]: the tonic service handlers.
 //! - [`idempotency`]: answers of idempotent writes, kept so repeats do not write twice.
+//! - [`telemetry`]: logs, and spans exported over OTLP when asked.
 //! - [`server`]: builds and runs the tonic server with reflection, health and shutdown.
 
 #![warn(missing_docs)]
@@ -29,6 +30,7 @@ pub mod page_token;
 pub mod pb;
 pub mod server;
 pub mod status;
+pub mod telemetry;
 pub mod upstream;
 pub mod validate;
 pub mod watch;

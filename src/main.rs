@@ -4,42 +4,37 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use commenda_sync_gateway::config::{Cli, Command, EmulatorArgs, LogFormat};
+use commenda_sync_gateway::config::{Cli, Command, EmulatorArgs};
 use commenda_sync_gateway::emulator::{self, Emulator};
-use commenda_sync_gateway::server;
 use commenda_sync_gateway::upstream::ApiKey;
+use commenda_sync_gateway::{server, telemetry};
 use tokio::net::TcpListener;
 use tracing::{error, info};
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    let telemetry = match telemetry::init(cli.log_format, cli.otlp_endpoint.as_deref()) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("commenda-sync-gateway: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     let result = match cli.command {
         Some(Command::Emulator { listen, emulator }) => run_emulator(listen, &emulator).await,
         None => run_gateway(cli.gateway).await,
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             error!(error = %format!("{error:#}"), "exiting");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    };
+    telemetry.shutdown();
+    code
 }
 
 async fn run_gateway(args: commenda_sync_gateway::config::GatewayArgs) -> anyhow::Result<()> {

@@ -366,7 +366,11 @@ fn rpc_span(request: &http::Request<()>) -> tracing::Span {
         .get("traceparent")
         .and_then(|v| v.to_str().ok());
     let traceparent = traceparent.filter(|value| crate::grpc::valid_traceparent(value));
-    info_span!("rpc", rpc.method = %request.uri().path(), trace.parent = traceparent)
+    let span = info_span!("rpc", rpc.method = %request.uri().path(), trace.parent = traceparent);
+    if let Some(traceparent) = traceparent {
+        crate::telemetry::continue_trace(&span, traceparent);
+    }
+    span
 }
 
 /// Mirrors the upstream's health into `grpc.health.v1`, and while it is down probes it

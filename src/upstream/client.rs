@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderMap, HeaderValue, RETRY_AFTER};
 use serde_json::Value;
-use tracing::{Instrument, debug, debug_span, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use super::budget::{BudgetConfig, Budgets, Priority};
 use super::envelope::{self, EnvelopeError, ErrorBody};
@@ -462,7 +462,9 @@ impl UpstreamClient {
         if let Some(id) = &request.request_id {
             builder = builder.header("x-request-id", id);
         }
-        if let Some(traceparent) = &request.traceparent {
+        let traceparent =
+            crate::telemetry::current_traceparent().or_else(|| request.traceparent.clone());
+        if let Some(traceparent) = traceparent {
             builder = builder.header("traceparent", traceparent);
         }
         if let Some(key) = &request.idempotency_key {
@@ -563,7 +565,7 @@ enum Spend {
 
 /// The span of one upstream request and its retries.
 fn upstream_span(request: &UpstreamRequest) -> tracing::Span {
-    debug_span!(
+    info_span!(
         "upstream",
         upstream.route = request.endpoint.name(),
         upstream.status = tracing::field::Empty,
