@@ -114,7 +114,7 @@ def decode_detail(detail) -> tuple[str, str]:
         return name, f"(not decoded, {len(detail.value)} bytes)"
     message = message_type()
     detail.Unpack(message)
-    return name, json.dumps(json_format.MessageToDict(message))
+    return name, json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True))
 
 
 def show_error(error: grpc.RpcError) -> bool:
