@@ -106,15 +106,15 @@ def watch(pb, stub, sync_id: str, metadata, timeout: float) -> str | None:
     return status
 
 
-def decode_detail(detail) -> tuple[str, str]:
-    """The type name of one google.protobuf.Any detail and its fields as JSON."""
+def decode_detail(detail):
+    """One google.protobuf.Any detail as its google.rpc message; None for other types."""
     name = detail.TypeName()
     message_type = getattr(error_details_pb2, name.rsplit(".", 1)[-1], None)
     if not name.startswith("google.rpc.") or message_type is None:
-        return name, f"(not decoded, {len(detail.value)} bytes)"
+        return None
     message = message_type()
     detail.Unpack(message)
-    return name, json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True))
+    return message
 
 
 def show_error(error: grpc.RpcError) -> bool:
@@ -129,12 +129,14 @@ def show_error(error: grpc.RpcError) -> bool:
 
     reasons = []
     for detail in status.details:
-        name, fields = decode_detail(detail)
-        print(f"  detail {name} {fields}")
-        if name == "google.rpc.ErrorInfo":
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reasons.append(info.reason)
+        message = decode_detail(detail)
+        if message is None:
+            print(f"  detail {detail.TypeName()} (not decoded, {len(detail.value)} bytes)")
+            continue
+        fields = json_format.MessageToDict(message, preserving_proto_field_name=True)
+        print(f"  detail {detail.TypeName()} {json.dumps(fields)}")
+        if isinstance(message, error_details_pb2.ErrorInfo):
+            reasons.append(message.reason)
     if error.code() != grpc.StatusCode.NOT_FOUND or reasons != ["RESOURCE_NOT_FOUND"]:
         print(f"  expected NOT_FOUND with ErrorInfo reason RESOURCE_NOT_FOUND, got {reasons}")
         return False
