@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's one test command: installs what the checks need (a Python venv with the test
-# clients, buf from npm), then runs every check and prints a summary. Exits non-zero when any
-# check fails. Safe to re-run: installs are skipped while their pinned inputs are unchanged.
+# clients, buf and the Node client example's packages from npm), then runs every check and
+# prints a summary. Exits non-zero when any check fails. Safe to re-run: installs are skipped
+# while their pinned inputs are unchanged.
 #
 #   bash scripts/test.sh
 set -euo pipefail
@@ -11,6 +12,7 @@ ROOT=$PWD
 VENV=$ROOT/.venv
 REQUIREMENTS=tests/python/requirements.txt
 GATEWAY_BIN=$ROOT/target/debug/commenda-sync-gateway
+NODE_EXAMPLE=examples/node
 
 declare -a SUMMARY=()
 FAILED=0
@@ -82,6 +84,18 @@ setup_npm() {
     echo "$want" >"$stamp"
 }
 
+setup_node_example() {
+    local modules=$NODE_EXAMPLE/node_modules want
+    local stamp=$modules/.package-lock.sha256
+    want=$(sha "$NODE_EXAMPLE/package-lock.json")
+    if [[ -d $modules/@grpc/grpc-js && -f $stamp && $(cat "$stamp") == "$want" ]]; then
+        echo "$NODE_EXAMPLE/node_modules up to date"
+        return 0
+    fi
+    npm ci --prefix "$NODE_EXAMPLE" --no-audit --no-fund --loglevel=error
+    echo "$want" >"$stamp"
+}
+
 buf_format() {
     # TODO: make a difference fatal once proto/ is in buf's canonical format; until then it
     # is reported as a warning. Exit 100 means "would change"; anything else is an error.
@@ -121,6 +135,7 @@ python_tests() {
 
 setup "python venv ($REQUIREMENTS)" setup_venv
 setup "npm ci (buf)" setup_npm
+setup "npm ci ($NODE_EXAMPLE)" setup_node_example
 
 step "buf lint" node_modules/.bin/buf lint
 buf_format
@@ -130,7 +145,7 @@ step "cargo build" cargo build --locked --bin commenda-sync-gateway
 BUILD_RC=$LAST_RC
 step "rust tests" rust_tests
 if [[ $BUILD_RC -eq 0 ]]; then
-    step "python client tests (grpcio, grpcurl)" python_tests
+    step "python client tests (grpcio, grpcurl, client examples)" python_tests
 else
     SUMMARY+=("skip  python client tests (the gateway binary did not build)")
 fi
