@@ -89,7 +89,10 @@ async fn unary(channel: &Channel, n: usize, syncs: &Syncs, tally: &Tally) {
     let mut client = SyncServiceClient::new(channel.clone());
     let mut configs = SyncConfigServiceClient::new(channel.clone());
     let company = COMPANIES[n % COMPANIES.len()];
-    let Some(sync_id) = syncs.pick(n).or_else(|| (n % 9 > 5 || n % 9 < 2).then(String::new)) else {
+    let Some(sync_id) = syncs
+        .pick(n)
+        .or_else(|| (n % 9 > 5 || n % 9 < 2).then(String::new))
+    else {
         return;
     };
     let (rpc, code) = match n % 9 {

@@ -263,6 +263,11 @@ pub struct EmulatorArgs {
     /// limit off.
     #[arg(long, env = "EMULATOR_RATE_LIMIT", default_value_t = 100)]
     pub emulator_rate_limit: u32,
+
+    /// Extra companies for the demo organization (ids 10000 and up, on XERO), so that many
+    /// syncs can run at once (a company runs one read sync at a time). For load tests.
+    #[arg(long, env = "EMULATOR_EXTRA_COMPANIES", default_value_t = 0)]
+    pub emulator_extra_companies: u32,
 }
 
 /// A configuration the gateway cannot run with.

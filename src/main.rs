@@ -98,6 +98,9 @@ fn emulator_config(args: &EmulatorArgs) -> emulator::EmulatorConfig {
     config.timing.duration = duration;
     config.timing.jitter = duration / 4;
     config.timing.start_delay = duration / 8;
+    let extra = (0..i64::from(args.emulator_extra_companies))
+        .map(|i| emulator::CompanySeed::new(10_000 + i, "Load Test Co", "XERO"));
+    config.organizations[0].companies.extend(extra);
     config.rate_limit = (args.emulator_rate_limit > 0).then(|| emulator::RateLimitConfig {
         per_minute: args.emulator_rate_limit,
         burst: args.emulator_rate_limit.saturating_mul(2),
