@@ -573,7 +573,8 @@ async fn many_syncs_under_one_rate_limit(scale: u32, opening_limit: Duration) {
     let mut streams = Vec::new();
     for sync_id in &sync_ids {
         let request = watch_request(sync_id, 0);
-        let opened = tokio::time::timeout(opening_limit, harness.syncs().watch_sync(request));
+        let mut client = harness.syncs();
+        let opened = tokio::time::timeout(opening_limit, client.watch_sync(request));
         streams.push(
             opened
                 .await
