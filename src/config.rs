@@ -292,11 +292,16 @@ mod tests {
         let readme = include_str!("../README.md");
         let command = Cli::command();
         for argument in command.get_arguments() {
-            let Some(long) = argument.get_long() else { continue };
+            let Some(long) = argument.get_long() else {
+                continue;
+            };
             if ["help", "version"].contains(&long) {
                 continue;
             }
-            assert!(readme.contains(&format!("`--{long}`")), "README lacks `--{long}`");
+            assert!(
+                readme.contains(&format!("`--{long}`")),
+                "README lacks `--{long}`"
+            );
             if let Some(env) = argument.get_env() {
                 let env = env.to_string_lossy();
                 assert!(readme.contains(&format!("`{env}`")), "README lacks `{env}`");
