@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The benchmark command: installs h2load when it is missing, builds the gateway and the
+# bench client, then runs scripts/bench.py, which starts the emulator and the gateway, prints
+# the table and writes BENCHMARKS.md. Every load it sends goes to loopback and is bounded.
+#
+#   bash scripts/bench.sh            # full run, release build, about five minutes
+#   bash scripts/bench.sh --smoke    # tiny counts on the debug build, a few seconds; writes nothing
+#
+# Any other arguments are passed to scripts/bench.py (see its --help).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+smoke=0
+if [[ ${1:-} == --smoke ]]; then
+    smoke=1
+    shift
+fi
+
+ensure_h2load() {
+    command -v h2load >/dev/null && return 0
+    echo "bench.sh: installing h2load (Debian nghttp2-client)" >&2
+    local sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" apt-get install -y -qq nghttp2-client >/dev/null
+}
+
+ensure_h2load
+command -v python3 >/dev/null || { echo "bench.sh: python3 is required" >&2; exit 1; }
+
+# The example needs the dev-dependencies, whose features would leak into the gateway binary if
+# both were built by one command; so the client is built first, then the binary on its own.
+if [[ $smoke -eq 1 ]]; then
+    cargo build --locked --example bench_client
+    cargo build --locked --bin commenda-sync-gateway
+    exec python3 scripts/bench.py --smoke --bin-dir target/debug \
+        --client target/debug/examples/bench_client "$@"
+fi
+
+cargo build --release --locked --example bench_client
+cargo build --release --locked --bin commenda-sync-gateway
+exec python3 scripts/bench.py --bin-dir target/release \
+    --client target/release/examples/bench_client "$@"
