@@ -620,8 +620,8 @@ def write_markdown(path: Path, report: dict) -> None:
         "# Benchmarks",
         "",
         "Figures from the latest full run of `bash scripts/bench.sh` (written by "
-        "`scripts/bench.py`; do not edit by hand). Every goal is a ratio of figures taken in "
-        "the same run, so a slower or busier machine moves both sides.",
+        "`scripts/bench.py`; edit only the notes at the end). Every goal is a ratio of figures "
+        "taken in the same run, so a slower or busier machine moves both sides.",
         "",
         "## Machine",
         "",
@@ -705,7 +705,21 @@ def write_markdown(path: Path, report: dict) -> None:
             parts += ["", report["profile_summary"]]
     elif report.get("profile_error"):
         parts += ["", "## Profile", "", f"No profile: {report['profile_error']}"]
-    path.write_text("\n".join(parts) + "\n")
+    path.write_text("\n".join(parts) + "\n\n" + kept_notes(path))
+
+
+NOTES_MARKER = (
+    "<!-- Everything below this line is written by hand; scripts/bench.py keeps it when it "
+    "rewrites the figures above. -->"
+)
+
+
+def kept_notes(path: Path) -> str:
+    """The hand-written part of an existing results file, from the marker on."""
+    old = path.read_text() if path.exists() else ""
+    if NOTES_MARKER in old:
+        return old[old.index(NOTES_MARKER) :]
+    return NOTES_MARKER + "\n\n## Notes\n\nNone yet.\n"
 
 
 # ---------------------------------------------------------------------------------------

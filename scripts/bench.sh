@@ -3,7 +3,7 @@
 # bench client, then runs scripts/bench.py, which starts the emulator and the gateway, prints
 # the table and writes BENCHMARKS.md. Every load it sends goes to loopback and is bounded.
 #
-#   bash scripts/bench.sh            # full run, release build, about five minutes
+#   bash scripts/bench.sh            # release build, then about two minutes of runs
 #   bash scripts/bench.sh --smoke    # tiny counts on the debug build, a few seconds; writes nothing
 #
 # Any other arguments are passed to scripts/bench.py (see its --help).
