@@ -828,7 +828,10 @@ def bench(
 
     profiles: dict[str, dict] = {}
     profile_error = None
-    if not smoke and any(g.met is False for g in goals[:2]) and shutil.which("perf"):
+    missed = not smoke and any(g.met is False for g in goals[:2])
+    if missed and not shutil.which("perf"):
+        profile_error = "perf is not installed (Debian: linux-perf)"
+    elif missed:
         for case in (cases[0], cases[2]):
             print(f"a goal was missed: profiling {case.name} ...", file=sys.stderr)
             result = perf_profile(case, gateway, sizes.profile_seconds, workdir)

@@ -26,7 +26,17 @@ ensure_h2load() {
     "${sudo[@]}" apt-get install -y -qq nghttp2-client >/dev/null
 }
 
+# perf profiles the gateway when a goal is missed; the run goes on without it.
+ensure_perf() {
+    command -v perf >/dev/null && return 0
+    echo "bench.sh: installing perf (Debian linux-perf); without it no profile is taken" >&2
+    local sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    "${sudo[@]}" apt-get install -y -qq linux-perf >/dev/null || true
+}
+
 ensure_h2load
+[[ $smoke -eq 1 ]] || ensure_perf
 command -v python3 >/dev/null || { echo "bench.sh: python3 is required" >&2; exit 1; }
 
 # The example needs the dev-dependencies, whose features would leak into the gateway binary if
