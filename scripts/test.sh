@@ -149,6 +149,11 @@ if [[ $BUILD_RC -eq 0 ]]; then
 else
     SUMMARY+=("skip  python client tests (the gateway binary did not build)")
 fi
+if [[ $BUILD_RC -eq 0 ]]; then
+    step "benchmark smoke (bench.sh --smoke)" bash scripts/bench.sh --smoke
+else
+    SUMMARY+=("skip  benchmark smoke (the gateway binary did not build)")
+fi
 
 print_summary
 if [[ $FAILED -ne 0 ]]; then
