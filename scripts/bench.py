@@ -216,6 +216,11 @@ def parse_h2load(text: str) -> H2loadResult:
     )
 
 
+UNSHARED_GET_SYNC = "GetSync, each read upstream"
+"""A caller's own x-request-id keeps a read out of single flight, so every GetSync of this
+case makes its own upstream request."""
+
+
 @dataclass
 class LoadCase:
     """One saturation measurement."""
@@ -480,7 +485,10 @@ def evaluate(
     health_p50 = latency["health"]["p50_us"]
     hop = get_p50 - rest_p50
     hop_max = HOP_OVERHEAD_MAX_HEALTH_P50S * health_p50
-    cpu_ratio = loads["GetSync"].gateway_cpu_us / loads["Health/Check"].gateway_cpu_us
+    # The goal is judged on reads that each reach the upstream: h2load repeats one request,
+    # and identical concurrent reads otherwise share one upstream request (single flight).
+    unshared = loads[UNSHARED_GET_SYNC]
+    cpu_ratio = unshared.gateway_cpu_us / loads["Health/Check"].gateway_cpu_us
     goals = [
         Goal(
             "hop overhead",
@@ -492,8 +500,9 @@ def evaluate(
         Goal(
             "CPU per GetSync",
             f"<= {CPU_GET_SYNC_MAX_HEALTH_CPUS} x CPU per health check",
-            f"{loads['GetSync'].gateway_cpu_us:.1f} / {loads['Health/Check'].gateway_cpu_us:.1f} us "
-            f"= {cpu_ratio:.2f} x",
+            f"{unshared.gateway_cpu_us:.1f} / {loads['Health/Check'].gateway_cpu_us:.1f} us "
+            f"= {cpu_ratio:.2f} x (each read upstream; shared reads: "
+            f"{loads['GetSync'].gateway_cpu_us / loads['Health/Check'].gateway_cpu_us:.2f} x)",
             cpu_ratio <= CPU_GET_SYNC_MAX_HEALTH_CPUS,
             miss_by(cpu_ratio, CPU_GET_SYNC_MAX_HEALTH_CPUS, "x"),
         ),
@@ -802,6 +811,7 @@ def bench(
     grpc = f"http://{gateway.listen}"
     cases = [
         LoadCase("GetSync", f"{grpc}/commenda.sync.v1.SyncService/GetSync", sizes.grpc_requests, grpc_args(frames["get_sync"]), GET_SYNC_METHOD),
+        LoadCase(UNSHARED_GET_SYNC, f"{grpc}/commenda.sync.v1.SyncService/GetSync", sizes.grpc_requests, [*grpc_args(frames["get_sync"]), "-H", "x-request-id: bench"], GET_SYNC_METHOD),
         LoadCase("ListSyncs (20)", f"{grpc}/commenda.sync.v1.SyncService/ListSyncs", sizes.grpc_requests, grpc_args(frames["list_syncs"]), LIST_SYNCS_METHOD),
         LoadCase("Health/Check", f"{grpc}/grpc.health.v1.Health/Check", sizes.health_requests, grpc_args(frames["health"]), HEALTH_METHOD),
         LoadCase("REST GET sync (h1)", f"{rest_url}/core/syncs/{sync_id}", sizes.rest_requests, ["--h1", *REST_LOAD, "-H", f"api_key: {DEMO_KEY}"], None),

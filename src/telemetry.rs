@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
@@ -26,6 +27,10 @@ pub enum TelemetryError {
     #[error("cannot build the OTLP exporter")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
 }
+
+/// Whether spans are exported, so that the per-request trace-context work is skipped when
+/// they are not.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 /// Keeps the span exporter alive; [`Telemetry::shutdown`] flushes what is buffered.
 #[derive(Debug)]
@@ -55,6 +60,7 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Telemetry,
     };
 
     let provider = otlp_endpoint.map(tracer_provider).transpose()?;
+    EXPORTING.store(provider.is_some(), Ordering::Relaxed);
     let otel = provider.as_ref().map(|provider| {
         let tracer = provider.tracer("commenda-sync-gateway");
         tracing_opentelemetry::layer().with_tracer(tracer)
@@ -98,6 +104,9 @@ pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
 /// The `traceparent` naming the current span, when spans are exported; `None` otherwise,
 /// so the caller's own trace context is forwarded instead.
 pub fn current_traceparent() -> Option<String> {
+    if !EXPORTING.load(Ordering::Relaxed) {
+        return None;
+    }
     let context = tracing::Span::current().context();
     let mut carrier = HashMap::new();
     TraceContextPropagator::new().inject_context(&context, &mut carrier);

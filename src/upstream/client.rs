@@ -402,7 +402,7 @@ impl UpstreamClient {
         self.calibrate(&request.key, &result);
         if let Some(metrics) = &self.metrics {
             let remaining = self.budgets.remaining(&request.key);
-            metrics.set_budget_remaining(&request.key.fingerprint(), remaining);
+            metrics.set_budget_remaining(request.key.fingerprint(), remaining);
             metrics.record_upstream(
                 request.endpoint.name(),
                 answered_status(&result),

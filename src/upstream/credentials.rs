@@ -11,8 +11,28 @@ const MAX_KEY_LEN: usize = 512;
 
 /// An upstream API key. Its `Debug` and `Display` show only a short fingerprint, so a key
 /// cannot reach a log or an error message by accident.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ApiKey(Arc<str>);
+#[derive(Clone)]
+pub struct ApiKey(Arc<KeyInner>);
+
+/// The key and its fingerprint, computed once: logs and metrics name the key on every call.
+struct KeyInner {
+    key: Box<str>,
+    fingerprint: String,
+}
+
+impl PartialEq for ApiKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key == other.0.key
+    }
+}
+
+impl Eq for ApiKey {}
+
+impl std::hash::Hash for ApiKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.key.hash(state);
+    }
+}
 
 /// Why a key was refused before any upstream call.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -40,18 +60,19 @@ impl ApiKey {
         if !raw.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(InvalidApiKey::BadCharacter);
         }
-        Ok(Self(raw.into()))
+        let digest = Sha256::digest(raw.as_bytes());
+        let fingerprint = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Self(Arc::new(KeyInner { key: raw.into(), fingerprint })))
     }
 
     /// The key itself, for the `api_key` header only.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.0.key
     }
 
     /// A short, stable, non-reversible label for logs and metrics.
-    pub fn fingerprint(&self) -> String {
-        let digest = Sha256::digest(self.0.as_bytes());
-        digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+    pub fn fingerprint(&self) -> &str {
+        &self.0.fingerprint
     }
 }
 
