@@ -393,7 +393,10 @@ async fn keys_never_reach_logs_statuses_details_or_metadata() {
 
     let log = captured_log();
     for key in [HEADER_KEY, BEARER_KEY, DEFAULT_KEY] {
-        let fingerprint = ApiKey::parse(key).expect("valid key").fingerprint().to_owned();
+        let fingerprint = ApiKey::parse(key)
+            .expect("valid key")
+            .fingerprint()
+            .to_owned();
         let requests = harness.emulator.counters().for_key(key);
         assert!(
             requests >= 9,

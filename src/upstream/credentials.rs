@@ -62,7 +62,10 @@ impl ApiKey {
         }
         let digest = Sha256::digest(raw.as_bytes());
         let fingerprint = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-        Ok(Self(Arc::new(KeyInner { key: raw.into(), fingerprint })))
+        Ok(Self(Arc::new(KeyInner {
+            key: raw.into(),
+            fingerprint,
+        })))
     }
 
     /// The key itself, for the `api_key` header only.
