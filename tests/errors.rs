@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use commenda_sync_gateway::emulator::{Fault, FaultKind, OTHER_API_KEY, Route};
 use commenda_sync_gateway::pb::v1 as pb;
-use common::{Harness, with_key};
+use common::{Harness, newest_sync, with_key};
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
@@ -17,28 +17,10 @@ fn get_sync(id: &str) -> pb::GetSyncRequest {
     pb::GetSyncRequest { sync_id: id.into() }
 }
 
-/// A sync id that exists: the newest seeded sync of company 496.
-async fn existing_sync(harness: &Harness) -> pb::Sync {
-    let list = pb::ListSyncsRequest {
-        company_id: SEEDED_COMPANY,
-        ..Default::default()
-    };
-    let page = harness
-        .syncs()
-        .list_syncs(list)
-        .await
-        .expect("list")
-        .into_inner();
-    page.syncs
-        .into_iter()
-        .next()
-        .expect("company 496 has seeded syncs")
-}
-
 /// Makes every GetSync answer with a fault (retries included) and returns the status the
 /// gateway answered with.
 async fn get_sync_with(harness: &Harness, kind: FaultKind) -> Status {
-    let sync = existing_sync(harness).await;
+    let sync = newest_sync(harness, SEEDED_COMPANY).await;
     harness.emulator.clear_faults();
     harness.emulator.inject(Fault::on(Route::GetSync, kind));
     harness
@@ -146,7 +128,7 @@ async fn rejected_default_key_is_unavailable_not_the_callers_fault() {
 #[tokio::test]
 async fn upstream_403_is_permission_denied() {
     let harness = Harness::start().await;
-    let sync = existing_sync(&harness).await;
+    let sync = newest_sync(&harness, SEEDED_COMPANY).await;
     harness
         .emulator
         .inject(Fault::on(Route::GetSync, FaultKind::status(403)));
@@ -166,7 +148,7 @@ async fn upstream_403_is_permission_denied() {
 #[tokio::test]
 async fn unknown_or_foreign_sync_is_not_found_with_resource_info() {
     let harness = Harness::start().await;
-    let sync = existing_sync(&harness).await;
+    let sync = newest_sync(&harness, SEEDED_COMPANY).await;
     let requests = [
         Request::new(get_sync("no-such-sync")),
         with_key(get_sync(&sync.id), OTHER_API_KEY),
@@ -191,7 +173,7 @@ async fn unknown_or_foreign_sync_is_not_found_with_resource_info() {
 #[tokio::test]
 async fn cancelling_a_finished_sync_is_failed_precondition() {
     let harness = Harness::start().await;
-    let sync = existing_sync(&harness).await;
+    let sync = newest_sync(&harness, SEEDED_COMPANY).await;
     assert_ne!(
         sync.status(),
         pb::SyncStatus::Running,
@@ -330,7 +312,7 @@ async fn unreachable_upstream_is_unavailable() {
 #[tokio::test]
 async fn upstream_slower_than_the_deadline_is_deadline_exceeded() {
     let harness = Harness::start().await;
-    let sync = existing_sync(&harness).await;
+    let sync = newest_sync(&harness, SEEDED_COMPANY).await;
     harness.emulator.inject(Fault::on(
         Route::GetSync,
         FaultKind::Delay(Duration::from_secs(3)),

@@ -4,25 +4,11 @@ mod common;
 
 use commenda_sync_gateway::emulator::EmulatorConfig;
 use commenda_sync_gateway::pb::v1 as pb;
-use common::Harness;
+use common::{Harness, newest_sync};
 use prost::Message;
 use tonic::Request;
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-async fn seeded_sync(harness: &Harness) -> pb::Sync {
-    let list = pb::ListSyncsRequest {
-        company_id: 496,
-        ..Default::default()
-    };
-    let page = harness
-        .syncs()
-        .list_syncs(list)
-        .await
-        .expect("list")
-        .into_inner();
-    page.syncs.into_iter().next().expect("seeded syncs")
-}
 
 /// The value of the sample whose name and labels are exactly `series`.
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -38,7 +24,7 @@ async fn metrics_count_the_calls_they_saw() {
         s.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
     })
     .await;
-    let sync = seeded_sync(&harness).await;
+    let sync = newest_sync(&harness, 496).await;
     for _ in 0..3 {
         let get = pb::GetSyncRequest {
             sync_id: sync.id.clone(),
@@ -90,7 +76,7 @@ async fn metrics_count_the_calls_they_saw() {
 #[tokio::test]
 async fn a_valid_traceparent_reaches_the_upstream_and_a_bad_one_does_not() {
     let harness = Harness::start().await;
-    let sync = seeded_sync(&harness).await;
+    let sync = newest_sync(&harness, 496).await;
     for (sent, forwarded) in [(TRACEPARENT, Some(TRACEPARENT)), ("00-zz-00-01", None)] {
         let mut get = Request::new(pb::GetSyncRequest {
             sync_id: sync.id.clone(),
@@ -133,7 +119,7 @@ async fn grpc_web_calls_work_over_http1() {
         s.cors_allow_origins = vec!["https://console.example.com".into()];
     })
     .await;
-    let sync = seeded_sync(&harness).await;
+    let sync = newest_sync(&harness, 496).await;
     let url = format!(
         "http://{}/commenda.sync.v1.SyncService/GetSync",
         harness.server.addr()

@@ -7,29 +7,12 @@ use std::time::{Duration, Instant};
 
 use commenda_sync_gateway::emulator::{EmulatorConfig, Fault, FaultKind, OTHER_API_KEY, Route};
 use commenda_sync_gateway::pb::v1 as pb;
-use common::{Harness, assert_invalid_field, with_key};
+use common::{Harness, assert_invalid_field, newest_sync, with_key};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tonic::{Code, Request};
 
 const REQUEST_ID: &str = "0f8c1c52-6f39-4f0b-9a43-2b7c1b6f2a10";
-
-async fn seeded_sync(harness: &Harness) -> pb::Sync {
-    let list = pb::ListSyncsRequest {
-        company_id: 497,
-        ..Default::default()
-    };
-    let page = harness
-        .syncs()
-        .list_syncs(list)
-        .await
-        .expect("list")
-        .into_inner();
-    page.syncs
-        .into_iter()
-        .next()
-        .expect("company 497 has seeded syncs")
-}
 
 fn create(company_id: i64, request_id: &str) -> pb::CreateSyncRequest {
     pb::CreateSyncRequest {
@@ -42,7 +25,7 @@ fn create(company_id: i64, request_id: &str) -> pb::CreateSyncRequest {
 #[tokio::test]
 async fn reads_are_retried_after_transient_failures() {
     let harness = Harness::start().await;
-    let sync = seeded_sync(&harness).await;
+    let sync = newest_sync(&harness, 497).await;
     for kind in [
         FaultKind::status(503),
         FaultKind::Drop,
@@ -76,7 +59,7 @@ async fn reads_are_retried_after_transient_failures() {
 #[tokio::test]
 async fn rate_limited_reads_wait_for_retry_after() {
     let harness = Harness::start().await;
-    let sync = seeded_sync(&harness).await;
+    let sync = newest_sync(&harness, 497).await;
     harness.emulator.reset_counters();
     let kind = FaultKind::Status {
         code: 429,
@@ -107,7 +90,7 @@ async fn rate_limited_reads_wait_for_retry_after() {
 #[tokio::test]
 async fn retries_stop_at_the_attempt_limit() {
     let harness = Harness::start().await;
-    let sync = seeded_sync(&harness).await;
+    let sync = newest_sync(&harness, 497).await;
     harness.emulator.reset_counters();
     harness
         .emulator
@@ -121,7 +104,7 @@ async fn retries_stop_at_the_attempt_limit() {
 #[tokio::test]
 async fn retries_stay_inside_the_callers_deadline() {
     let harness = Harness::start().await;
-    let sync = seeded_sync(&harness).await;
+    let sync = newest_sync(&harness, 497).await;
     harness.emulator.reset_counters();
     let kind = FaultKind::Status {
         code: 429,
@@ -150,7 +133,7 @@ async fn retries_stay_inside_the_callers_deadline() {
 #[tokio::test]
 async fn writes_are_never_retried() {
     let harness = Harness::start().await;
-    let sync = seeded_sync(&harness).await;
+    let sync = newest_sync(&harness, 497).await;
     harness.emulator.reset_counters();
     for route in [Route::CreateSync, Route::RetrySync, Route::CancelSync] {
         harness
@@ -181,7 +164,7 @@ async fn writes_are_never_retried() {
 #[tokio::test]
 async fn deadline_expiry_is_deadline_exceeded_after_one_attempt() {
     let harness = Harness::start().await;
-    let sync = seeded_sync(&harness).await;
+    let sync = newest_sync(&harness, 497).await;
     harness.emulator.reset_counters();
     harness.emulator.inject(Fault::on(
         Route::GetSync,
@@ -321,7 +304,7 @@ async fn idempotency_is_per_key_and_per_request() {
 #[tokio::test]
 async fn definite_refusals_are_kept_but_unknown_outcomes_are_not() {
     let harness = Harness::start().await;
-    let sync = seeded_sync(&harness).await;
+    let sync = newest_sync(&harness, 497).await;
     let cancel = || pb::CancelSyncRequest {
         sync_id: sync.id.clone(),
         request_id: REQUEST_ID.into(),
@@ -390,7 +373,7 @@ async fn one_saturated_key_does_not_block_another() {
         s.upstream.max_in_flight_per_key = 1
     })
     .await;
-    let sync = seeded_sync(&harness).await;
+    let sync = newest_sync(&harness, 497).await;
     harness
         .emulator
         .inject(Fault::on(Route::GetSync, FaultKind::Delay(Duration::from_millis(800))).times(1));
@@ -435,7 +418,7 @@ async fn one_saturated_key_does_not_block_another() {
 #[tokio::test]
 async fn identical_concurrent_reads_share_one_upstream_request() {
     let harness = Harness::start().await;
-    let sync = seeded_sync(&harness).await;
+    let sync = newest_sync(&harness, 497).await;
     harness.emulator.reset_counters();
     let delay = FaultKind::Delay(Duration::from_millis(300));
     harness

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use commenda_sync_gateway::emulator::{DEMO_API_KEY, Emulator, EmulatorConfig};
+use commenda_sync_gateway::pb::v1 as pb;
 use commenda_sync_gateway::pb::v1::sync_config_service_client::SyncConfigServiceClient;
 use commenda_sync_gateway::pb::v1::sync_service_client::SyncServiceClient;
 use commenda_sync_gateway::server::{self, RunningServer, Settings};
@@ -58,6 +59,24 @@ impl Harness {
     pub fn configs(&self) -> SyncConfigServiceClient<Channel> {
         SyncConfigServiceClient::new(self.channel.clone())
     }
+}
+
+/// The newest seeded (finished) sync of a demo company, read through the gateway.
+pub async fn newest_sync(harness: &Harness, company_id: i64) -> pb::Sync {
+    let list = pb::ListSyncsRequest {
+        company_id,
+        ..Default::default()
+    };
+    let page = harness
+        .syncs()
+        .list_syncs(list)
+        .await
+        .expect("list")
+        .into_inner();
+    page.syncs
+        .into_iter()
+        .next()
+        .expect("the company has seeded syncs")
 }
 
 /// A request carrying an API key as `x-api-key`.
