@@ -23,15 +23,7 @@ POLL_MS=2000
 BIN=target/$PROFILE/commenda-sync-gateway
 CLIENT=target/$PROFILE/examples/bench_watchers
 
-serving_line() {
-    for _ in $(seq 1 300); do
-        if [[ -s $1 ]]; then head -n1 "$1"; return 0; fi
-        sleep 0.1
-    done
-    echo "bench_watchers.sh: no serving line in $1" >&2
-    return 1
-}
-field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+source scripts/lib.sh
 
 # run STREAMS: one measurement on fresh processes; prints the client's JSON line.
 run() {

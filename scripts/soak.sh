@@ -18,16 +18,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 cargo build --release --locked --bin commenda-sync-gateway --example soak
 BIN=target/release/commenda-sync-gateway
 
-# serving_line FILE: waits (bounded) for the JSON line a process prints once it serves.
-serving_line() {
-    for _ in $(seq 1 300); do
-        if [[ -s $1 ]]; then head -n1 "$1"; return 0; fi
-        sleep 0.1
-    done
-    echo "soak.sh: no serving line in $1" >&2
-    return 1
-}
-field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+source scripts/lib.sh
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 "$BIN" emulator --listen 127.0.0.1:0 --emulator-rate-limit 0 --emulator-job-duration-ms 3000 \

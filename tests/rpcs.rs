@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::DateTime;
 use commenda_sync_gateway::emulator::{DEMO_API_KEY, EmulatorConfig, OTHER_API_KEY};
 use commenda_sync_gateway::pb::v1 as pb;
-use common::{Harness, with_key};
+use common::{Harness, jobs_now, sync_now, with_key};
 use prost_types::Timestamp;
 use serde_json::Value;
 use tonic::{Code, Request, Response};
@@ -266,17 +266,7 @@ async fn create_sync_runs_to_a_final_state() {
     assert_eq!(created.data_models_syncing, ["ACCOUNT", "INVOICE"]);
 
     harness.emulator.advance(Duration::from_secs(600));
-    let get = pb::GetSyncRequest {
-        sync_id: created.sync_id.clone(),
-    };
-    let sync = harness
-        .syncs()
-        .get_sync(get)
-        .await
-        .expect("get")
-        .into_inner()
-        .sync
-        .expect("sync");
+    let sync = sync_now(&harness, &created.sync_id).await;
     assert_eq!(sync.id, created.sync_id);
     assert_eq!(
         (sync.company_id, sync.integration_type.as_str()),
@@ -292,17 +282,7 @@ async fn create_sync_runs_to_a_final_state() {
     );
     assert!(sync.end_time.expect("end").seconds >= sync.start_time.expect("start").seconds);
 
-    let jobs = pb::ListSyncJobsRequest {
-        sync_id: created.sync_id,
-        ..Default::default()
-    };
-    let jobs = harness
-        .syncs()
-        .list_sync_jobs(jobs)
-        .await
-        .expect("jobs")
-        .into_inner()
-        .jobs;
+    let jobs = jobs_now(&harness, &created.sync_id).await;
     let mut models: Vec<_> = jobs.iter().map(|j| j.data_model.as_str()).collect();
     models.sort_unstable();
     assert_eq!(models, ["ACCOUNT", "INVOICE"]);
@@ -335,29 +315,9 @@ async fn cancel_sync_fails_unfinished_jobs() {
     let response = harness.syncs().cancel_sync(cancel).await.expect("cancel");
     assert_request_id(&harness, &response);
 
-    let get = pb::GetSyncRequest {
-        sync_id: created.sync_id.clone(),
-    };
-    let sync = harness
-        .syncs()
-        .get_sync(get)
-        .await
-        .expect("get")
-        .into_inner()
-        .sync
-        .expect("sync");
+    let sync = sync_now(&harness, &created.sync_id).await;
     assert_eq!(sync.status(), pb::SyncStatus::Failed);
-    let jobs = pb::ListSyncJobsRequest {
-        sync_id: created.sync_id,
-        ..Default::default()
-    };
-    let jobs = harness
-        .syncs()
-        .list_sync_jobs(jobs)
-        .await
-        .expect("jobs")
-        .into_inner()
-        .jobs;
+    let jobs = jobs_now(&harness, &created.sync_id).await;
     assert!(!jobs.is_empty());
     assert!(
         jobs.iter()
@@ -387,17 +347,7 @@ async fn retry_sync_reruns_the_failed_models() {
         .into_inner();
     harness.emulator.advance(Duration::from_secs(600));
 
-    let get = pb::GetSyncRequest {
-        sync_id: created.sync_id.clone(),
-    };
-    let sync = harness
-        .syncs()
-        .get_sync(get)
-        .await
-        .expect("get")
-        .into_inner()
-        .sync
-        .expect("sync");
+    let sync = sync_now(&harness, &created.sync_id).await;
     assert_eq!(sync.status(), pb::SyncStatus::PartialSuccess);
 
     let retry = pb::RetrySyncRequest {

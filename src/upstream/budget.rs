@@ -202,7 +202,8 @@ impl Budgets {
     }
 
     /// Learns from one upstream answer: its rate-limit headers and whether it was a 429.
-    pub fn calibrate(&self, key: &ApiKey, info: &RateLimitInfo, throttled: bool) {
+    /// Returns the whole requests left in the bucket afterwards.
+    pub fn calibrate(&self, key: &ApiKey, info: &RateLimitInfo, throttled: bool) -> i64 {
         let config = self.config;
         self.with_bucket(key, |bucket, now| {
             if throttled {
@@ -210,12 +211,12 @@ impl Budgets {
                 warn!(%key, pause_ms = pause.as_millis() as u64, "rate limited; pollers pause");
                 bucket.tokens = bucket.tokens.min(0.0);
                 bucket.pause(now + pause);
-                return;
+                return bucket.tokens.floor() as i64;
             }
-            let Some(remaining) = info.remaining.map(|r| r as f64) else {
-                return;
-            };
             bucket.refill(&config, now);
+            let Some(remaining) = info.remaining.map(|r| r as f64) else {
+                return bucket.tokens.floor() as i64;
+            };
             bucket.tokens = bucket.tokens.min(remaining - UPSTREAM_RESERVE);
             if remaining <= UPSTREAM_RESERVE
                 && let Some(wait) = refill_time(info, UPSTREAM_RESERVE + 1.0 - remaining)
@@ -223,7 +224,8 @@ impl Budgets {
                 debug!(%key, wait_ms = wait.as_millis() as u64, "upstream budget low; pause");
                 bucket.pause(now + wait);
             }
-        });
+            bucket.tokens.floor() as i64
+        })
     }
 }
 

@@ -399,9 +399,8 @@ impl UpstreamClient {
         };
         let own_key = request.source == CredentialSource::Default;
         self.health.record(outcome_verdict(&result, own_key));
-        self.calibrate(&request.key, &result);
+        let remaining = self.calibrate(&request.key, &result);
         if let Some(metrics) = &self.metrics {
-            let remaining = self.budgets.remaining(&request.key);
             metrics.set_budget_remaining(request.key.fingerprint(), remaining);
             metrics.record_upstream(
                 request.endpoint.name(),
@@ -412,14 +411,15 @@ impl UpstreamClient {
         result
     }
 
-    /// Feeds an answer's rate-limit headers back to the key's budget.
-    fn calibrate(&self, key: &ApiKey, result: &Result<Reply, UpstreamError>) {
+    /// Feeds an answer's rate-limit headers back to the key's budget; returns the whole
+    /// requests left in it, read under the same lock.
+    fn calibrate(&self, key: &ApiKey, result: &Result<Reply, UpstreamError>) -> i64 {
         match result {
             Ok(reply) => self.budgets.calibrate(key, &reply.rate_limit, false),
             Err(UpstreamError::Status {
                 status, rate_limit, ..
             }) => self.budgets.calibrate(key, rate_limit, *status == 429),
-            Err(_) => {}
+            Err(_) => self.budgets.remaining(key),
         }
     }
 

@@ -79,6 +79,30 @@ pub async fn newest_sync(harness: &Harness, company_id: i64) -> pb::Sync {
         .expect("the company has seeded syncs")
 }
 
+/// A sync as GetSync answers it now.
+pub async fn sync_now(harness: &Harness, sync_id: &str) -> pb::Sync {
+    let get = pb::GetSyncRequest {
+        sync_id: sync_id.to_owned(),
+    };
+    let response = harness.syncs().get_sync(get).await.expect("get");
+    response.into_inner().sync.expect("sync")
+}
+
+/// The first page of a sync's jobs, as ListSyncJobs answers it now.
+pub async fn jobs_now(harness: &Harness, sync_id: &str) -> Vec<pb::Job> {
+    let list = pb::ListSyncJobsRequest {
+        sync_id: sync_id.to_owned(),
+        ..Default::default()
+    };
+    harness
+        .syncs()
+        .list_sync_jobs(list)
+        .await
+        .expect("jobs")
+        .into_inner()
+        .jobs
+}
+
 /// A request carrying an API key as `x-api-key`.
 pub fn with_key<T>(message: T, key: &str) -> Request<T> {
     let mut request = Request::new(message);
